@@ -1,0 +1,38 @@
+"""Exceptions, in one module to avoid import loops.
+
+The CLI catches :class:`DuExporterError` and turns it into one line on
+stderr with the class's ``exit_code``: 2 for configuration and usage
+errors, 1 for runtime failures.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class DuExporterError(Exception):
+    """Base class of every error du-exporter reports to the operator."""
+
+    exit_code: ClassVar[int] = 1
+
+
+class ConfigError(DuExporterError):
+    """The configuration is invalid: unknown key, wrong type, bad value."""
+
+    exit_code: ClassVar[int] = 2
+
+
+class ScanError(DuExporterError):
+    """A root could not be scanned at all (missing, not a directory)."""
+
+
+class StoreError(DuExporterError):
+    """The SQLite database cannot be opened, read or written."""
+
+
+class MigrationError(StoreError):
+    """The database schema cannot be brought to this version."""
+
+
+class ScanAbortedError(DuExporterError):
+    """A scan was stopped (SIGTERM) before it completed; nothing is kept."""

@@ -1,0 +1,236 @@
+"""The single writer: walk each root with the pool, store a generation.
+
+Roots nested inside another configured root are not walked on their
+own: the outer walk covers them, and they only decide which directories
+get a row and at what level.  Each walked root gets its own generation.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+import time
+
+from dataclasses import dataclass, field
+
+import structlog
+
+from du_exporter.config import Config, Root
+from du_exporter.errors import ScanAbortedError, ScanError
+from du_exporter.scan import (
+    SIZE_BUCKETS,
+    Plan,
+    Unit,
+    UnitResult,
+    depth_under,
+)
+from du_exporter.scan_pool import ScanPool
+from du_exporter.status import ScanStatus
+from du_exporter.store import LinkRow, Store, UnitRow
+
+
+@dataclass(frozen=True)
+class Walk:
+    """One walked root and the configured roots it covers (itself first)."""
+
+    top: bytes
+    exports: tuple[tuple[bytes, int], ...]
+
+    @property
+    def roots(self) -> list[bytes]:
+        return [root for root, _ in self.exports]
+
+    def export_of(self, path: bytes) -> tuple[bytes, int] | None:
+        """The innermost root that gives ``path`` a row, and its level."""
+        for root, level in reversed(self.exports):
+            depth = depth_under(path, root)
+            if depth <= level:
+                return root, depth
+        return None
+
+
+def plan_walks(roots: tuple[Root, ...]) -> list[Walk]:
+    """Group the configured roots: nested roots join the outer walk."""
+    encoded = sorted((os.fsencode(r.path), r.level) for r in roots)
+    walks: list[Walk] = []
+    for path, level in encoded:
+        outer = next(
+            (w for w in walks if depth_under(path, w.top) < 1 << 30), None
+        )
+        if outer is None:
+            walks.append(Walk(path, ((path, level),)))
+        else:
+            walks[walks.index(outer)] = Walk(
+                outer.top, (*outer.exports, (path, level))
+            )
+    return walks
+
+
+@dataclass
+class _Totals:
+    entries: int = 0
+    unreadable: int = 0
+    histogram: list[int] = field(
+        default_factory=lambda: [0] * (len(SIZE_BUCKETS) + 1)
+    )
+    histogram_sum: int = 0
+
+
+class _Batch:
+    """Buffer rows; write ``size`` of them per transaction."""
+
+    def __init__(self, store: Store, gen: int, size: int) -> None:
+        self.store, self.gen, self.size = store, gen, size
+        self.units: list[UnitRow] = []
+        self.links: list[LinkRow] = []
+
+    def add(self, unit: UnitRow, links: list[LinkRow]) -> None:
+        self.units.append(unit)
+        self.links.extend(links)
+        if len(self.units) + len(self.links) >= self.size:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.units or self.links:
+            self.store.write_batch(self.gen, self.units, self.links)
+            self.units, self.links = [], []
+
+
+class Writer:
+    """Runs scans of every root and stores them."""
+
+    def __init__(
+        self, config: Config, pool: ScanPool, store: Store, status: ScanStatus
+    ) -> None:
+        self.config = config
+        self.pool = pool
+        self.store = store
+        self.status = status
+        self.log = structlog.get_logger("du_exporter.scan")
+
+    def scan_all(self, stop: threading.Event) -> bool:
+        """Scan every root once; True if every root succeeded."""
+        ok = True
+        for walk in plan_walks(self.config.roots):
+            if stop.is_set():
+                break
+            ok = self.scan_walk(walk, stop) and ok
+        return ok
+
+    def scan_walk(self, walk: Walk, stop: threading.Event) -> bool:
+        self.status.started(walk.roots)
+        started = time.time()
+        label = os.fsdecode(walk.top)
+        self.log.info("scan_started", root=label)
+        try:
+            totals = self._scan(walk, stop)
+        except ScanAbortedError:
+            self.status.finished(walk.roots, "aborted")
+            self.log.warning("scan_aborted", root=label)
+            raise
+        except ScanError as e:
+            self.status.finished(walk.roots, "error", str(e))
+            self.log.error("scan_failed", root=label, error=str(e))
+            return False
+        self.status.finished(walk.roots, "success")
+        self.log.info(
+            "scan_completed",
+            root=label,
+            seconds=round(time.time() - started, 3),
+            entries=totals.entries,
+            unreadable=totals.unreadable,
+        )
+        return True
+
+    def _top_unit(self, path: bytes) -> tuple[Unit, int]:
+        try:
+            st = os.stat(path)
+        except OSError as e:
+            msg = f"root {os.fsdecode(path)!r}: {e.strerror}"
+            raise ScanError(msg) from None
+        if not stat.S_ISDIR(st.st_mode):
+            msg = f"root {os.fsdecode(path)!r}: not a directory"
+            raise ScanError(msg)
+        unit = Unit(
+            path=path,
+            key=b"",
+            disk=st.st_blocks * 512,
+            apparent=st.st_size,
+            mtime=st.st_mtime,
+            linked=self.config.follow_symlinks,
+            dev=st.st_dev,
+            ino=st.st_ino,
+        )
+        return unit, st.st_dev
+
+    def _scan(self, walk: Walk, stop: threading.Event) -> _Totals:
+        cfg = self.config
+        top, dev = self._top_unit(walk.top)
+        plan = Plan(
+            exports=walk.exports,
+            ignore=tuple(os.fsencode(p) for p in cfg.ignore_dirs),
+            one_file_system=cfg.one_file_system,
+            follow_symlinks=cfg.follow_symlinks,
+            root_dev=dev,
+            iops=cfg.max_iops / cfg.max_procs,
+        )
+        gen = self.store.begin_generation(walk.top, time.time())
+        batch = _Batch(self.store, gen, cfg.batch_size)
+        totals = _Totals()
+
+        def on_result(res: UnitResult, uid: int, parent: int | None) -> None:
+            self._record(walk, res, uid, parent, batch, totals)
+
+        try:
+            self.pool.walk(plan, top, on_result, stop)
+            batch.flush()
+            bounds = [*map(float, SIZE_BUCKETS), float("inf")]
+            self.store.complete_generation(
+                gen,
+                finished=time.time(),
+                entries=totals.entries,
+                unreadable=totals.unreadable,
+                histogram=list(zip(bounds, totals.histogram, strict=True)),
+                histogram_sum=totals.histogram_sum,
+                keep=cfg.keep_generations,
+            )
+        except BaseException:
+            self.store.fail_generation(gen)
+            raise
+        return totals
+
+    def _record(
+        self,
+        walk: Walk,
+        res: UnitResult,
+        uid: int,
+        parent: int | None,
+        batch: _Batch,
+        totals: _Totals,
+    ) -> None:
+        export = walk.export_of(res.path)
+        batch.add(
+            UnitRow(
+                id=uid,
+                parent=parent,
+                depth=depth_under(res.path, walk.top),
+                path=res.path,
+                root=export[0] if export else None,
+                level=export[1] if export else None,
+                disk=res.disk,
+                apparent=res.apparent,
+                files=res.files,
+                dirs=res.dirs,
+                mtime=res.mtime,
+            ),
+            [(uid, *link) for link in res.links],
+        )
+        totals.entries += res.entries
+        totals.unreadable += res.unreadable
+        for i, n in enumerate(res.histogram):
+            totals.histogram[i] += n
+        totals.histogram_sum += res.histogram_sum
+        for path, reason in res.errors:
+            self.log.warning("unreadable", path=os.fsdecode(path), error=reason)
+        self.status.progress(walk.roots, totals.entries)
