@@ -1,0 +1,216 @@
+"""Command line: ``du-exporter [--config FILE] [flags] [COMMAND]``.
+
+Every config key is also a flag of the same name, on the main command
+and on every subcommand.  Errors are translated here, and only here,
+into one line on stderr and the exit code of their class.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import yaml
+
+from du_exporter import __version__, tools
+from du_exporter.config import BOOLEAN_KEYS, KEYS, Config, load
+from du_exporter.daemon import Daemon, run_once
+from du_exporter.errors import DuExporterError
+from du_exporter.log import configure_logging
+from du_exporter.store import Reader
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+HELP = {
+    "analyzed-path": "Root directory to scan [default: /].",
+    "dir-level": "Deepest directory level reported; root = 0 [default: 2].",
+    "multi-paths": "Roots and their levels, PATH=LEVEL,...; replaces "
+    "--analyzed-path and --dir-level.",
+    "bind-address": "HOST:PORT to listen on [default: 0.0.0.0:9995].",
+    "mode": "http (daemon) or file (scan once, write --output-file).",
+    "output-file": "Textfile written in mode file [default: ./du-exporter.prom].",
+    "db-path": "SQLite database [default: ~/.local/state/du-exporter/du-exporter.db].",
+    "batch-size": "Rows per SQLite transaction [default: 1000].",
+    "max-procs": "Worker processes in the scan pool [default: CPU count].",
+    "scan-interval-minutes": "Minutes between scan starts; 0 scans once "
+    "[default: 60].",
+    "keep-generations": "Complete scans kept per root [default: 2].",
+    "ignore-dirs": "Comma-separated absolute paths, globs or names not "
+    "scanned [default: /proc,/dev,/sys,/run].",
+    "one-file-system": "Do not cross mount points (du -x).",
+    "follow-symlinks": "Follow symlinks, loop-safe, each inode once.",
+    "size-mode": "disk (du -B1) or apparent (du -b) [default: disk].",
+    "dir-count": "Export recursive directory counts.",
+    "file-count": "Export recursive file counts.",
+    "size-bucket": "Export the file-size histogram.",
+    "max-iops": "Directory reads plus stats per second, whole pool; 0 = "
+    "unlimited.",
+    "log-level": "debug, info, warning or error [default: info].",
+    "log-format": "json, console or auto (console on a terminal).",
+    "web-config-file": "Not implemented yet (TLS, basic auth).",
+    "basic-auth-users": "Not implemented yet (basic auth).",
+}
+
+
+def config_options(f: F) -> F:
+    """Add ``--config`` and one flag per config key."""
+    for key in reversed(KEYS):
+        name = key.replace("-", "_")
+        if key in BOOLEAN_KEYS:
+            decl = f"--{key}/--no-{key}"
+            f = click.option(decl, name, default=None, help=HELP[key])(f)
+        else:
+            f = click.option(f"--{key}", name, default=None, metavar="VALUE",
+                             help=HELP[key])(f)
+    return click.option(
+        "--config",
+        "config_file",
+        type=click.Path(path_type=Path, dir_okay=False),
+        default=None,
+        help="YAML config file [env: DU_EXPORTER_CONFIG].",
+    )(f)
+
+
+class Settings:
+    """The raw sources of the configuration, loaded on demand."""
+
+    def __init__(self) -> None:
+        self.config_file: Path | None = None
+        self.flags: dict[str, object] = {}
+
+    def add(self, config_file: Path | None, params: dict[str, Any]) -> None:
+        if config_file is not None:
+            self.config_file = config_file
+        for key in KEYS:
+            value = params.get(key.replace("-", "_"))
+            if value is not None:
+                self.flags[key] = value
+
+    def load(self) -> Config:
+        file = self.config_file
+        if file is None and os.environ.get("DU_EXPORTER_CONFIG"):
+            file = Path(os.environ["DU_EXPORTER_CONFIG"])
+        return load(file, self.flags, os.environ)
+
+
+def _settings(ctx: click.Context, /, config_file: Path | None, params: dict[str, Any]) -> Settings:
+    settings = ctx.ensure_object(Settings)
+    settings.add(config_file, params)
+    return settings
+
+
+@click.group(
+    invoke_without_command=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+@click.version_option(__version__, prog_name="du-exporter")
+@config_options
+@click.pass_context
+def cli(ctx: click.Context, /, config_file: Path | None, **params: Any) -> None:
+    """Prometheus exporter of exact per-directory disk usage.
+
+    Without a command, runs the exporter: mode http serves /metrics and
+    scans in the background; mode file scans once and writes a textfile.
+    """
+    settings = _settings(ctx, config_file, params)
+    if ctx.invoked_subcommand is not None:
+        return
+    config = settings.load()
+    configure_logging(config.log_level, config.log_format)
+    if config.mode == "file":
+        ctx.exit(run_once(config))
+    _serve(config, settings.load)
+
+
+def _serve(config: Config, reload_config: Callable[[], Config]) -> None:
+    stop, reload = threading.Event(), threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGHUP, lambda *_: reload.set())
+    Daemon(config, reload_config).run(stop, reload)
+
+
+@cli.command("check-config")
+@config_options
+@click.pass_context
+def check_config(ctx: click.Context, /, config_file: Path | None, **params: Any) -> None:
+    """Validate the configuration and print the effective values."""
+    config = _settings(ctx, config_file, params).load()
+    click.echo(yaml.safe_dump(config.summary(), sort_keys=False), nl=False)
+
+
+@cli.command("top")
+@click.argument("path", required=False)
+@click.option("-n", "count", type=click.IntRange(min=1), default=20,
+              show_default=True, help="How many directories.")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]),
+              default="table", show_default=True, help="Output format.")
+@config_options
+@click.pass_context
+def top(
+    ctx: click.Context,
+    /,
+    path: str | None,
+    count: int,
+    fmt: str,
+    config_file: Path | None,
+    **params: Any,
+) -> None:
+    """Largest directories from the last complete scan (no rescan)."""
+    config = _settings(ctx, config_file, params).load()
+    rows = tools.top_rows(Reader(config.db_path), config, path, count)
+    click.echo(tools.render(rows, config, fmt), nl=False)
+
+
+@cli.group("db")
+def db() -> None:
+    """Inspect and back up the database."""
+
+
+@db.command("check")
+@config_options
+@click.pass_context
+def db_check(ctx: click.Context, /, config_file: Path | None, **params: Any) -> None:
+    """Check integrity, schema version and the generations present."""
+    config = _settings(ctx, config_file, params).load()
+    ok, report = tools.check(config.db_path)
+    click.echo(report, nl=False)
+    ctx.exit(0 if ok else 1)
+
+
+@db.command("backup")
+@click.argument("dest", type=click.Path(path_type=Path, dir_okay=False))
+@config_options
+@click.pass_context
+def db_backup(
+    ctx: click.Context, /, dest: Path, config_file: Path | None, **params: Any
+) -> None:
+    """Copy the database to DEST with SQLite's online backup."""
+    config = _settings(ctx, config_file, params).load()
+    tools.backup(config.db_path, dest)
+    click.echo(f"backed up {config.db_path} to {dest}")
+
+
+def main() -> None:
+    """Console script entry point."""
+    try:
+        code = cli.main(prog_name="du-exporter", standalone_mode=False)
+    except click.exceptions.Exit as e:
+        code = e.exit_code
+    except click.ClickException as e:
+        e.show()
+        code = e.exit_code
+    except click.exceptions.Abort:
+        code = 1
+    except DuExporterError as e:
+        click.echo(f"du-exporter: error: {e}", err=True)
+        code = e.exit_code
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,183 @@
+"""Wiring: store, scan pool, collector and HTTP server; the scan schedule.
+
+No parsing happens here: the CLI hands over a checked :class:`Config`
+and a function that re-reads it on SIGHUP.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+import time
+
+from collections.abc import Callable
+from pathlib import Path
+
+import structlog
+
+from prometheus_client import (
+    CollectorRegistry,
+    PlatformCollector,
+    ProcessCollector,
+    write_to_textfile,
+)
+
+from du_exporter.collect import UsageCollector
+from du_exporter.config import Config, format_address
+from du_exporter.errors import (
+    ConfigError,
+    DuExporterError,
+    ScanAbortedError,
+    StoreError,
+)
+from du_exporter.landing import landing_page
+from du_exporter.scan_pool import ScanPool
+from du_exporter.serve import Pages, ServerHandle, start_server
+from du_exporter.status import ScanStatus
+from du_exporter.store import Reader, Store
+from du_exporter.writer import Writer, plan_walks
+
+
+log = structlog.get_logger("du_exporter")
+
+
+def _root_keys(config: Config) -> list[bytes]:
+    return [os.fsencode(r.path) for r in config.roots]
+
+
+def make_registry(
+    collector: UsageCollector, *, process_metrics: bool
+) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    registry.register(collector)
+    if process_metrics:
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+    return registry
+
+
+def is_ready(config: Config, reader: Reader) -> bool:
+    """Every walked root has a complete generation."""
+    try:
+        gens = reader.snapshot(with_rows=False).generations
+    except StoreError:
+        return False
+    return all(w.top in gens for w in plan_walks(config.roots))
+
+
+def run_once(config: Config) -> int:
+    """Mode ``file``: scan every root, write the textfile, return the exit code."""
+    store = Store.open(config.db_path)
+    status = ScanStatus(_root_keys(config))
+    try:
+        with ScanPool(config.max_procs) as pool:
+            ok = Writer(config, pool, store, status).scan_all(threading.Event())
+        collector = UsageCollector(Reader(config.db_path), status, lambda: config)
+        write_textfile(config.output_file, make_registry(collector, process_metrics=False))
+    finally:
+        store.close()
+    log.info("textfile_written", path=str(config.output_file), complete=ok)
+    return 0 if ok else 1
+
+
+def write_textfile(path: Path, registry: CollectorRegistry) -> None:
+    """Write atomically: a temporary file in the same directory, renamed."""
+    try:
+        write_to_textfile(str(path), registry)
+    except OSError as e:
+        msg = f"output-file {str(path)!r}: cannot write: {e.strerror}"
+        raise DuExporterError(msg) from None
+
+
+def _replace_db_path(config: Config, db_path: Path) -> Config:
+    return dataclasses.replace(config, db_path=db_path)
+
+
+class Daemon:
+    """Mode ``http``: serve ``/metrics`` and scan every interval."""
+
+    def __init__(
+        self, config: Config, reload_config: Callable[[], Config]
+    ) -> None:
+        self.config = config
+        self.reload_config = reload_config
+        self.store = Store.open(config.db_path)
+        self.reader = Reader(config.db_path)
+        self.status = ScanStatus(_root_keys(config))
+        self.server: ServerHandle | None = None
+        self.pool: ScanPool | None = None
+
+    def _start_server(self) -> ServerHandle:
+        collector = UsageCollector(self.reader, self.status, lambda: self.config)
+        pages = Pages(
+            registry=make_registry(collector, process_metrics=True),
+            landing=lambda: landing_page(self.config, self.reader, self.status),
+            ready=lambda: is_ready(self.config, self.reader),
+        )
+        cfg = self.config
+        try:
+            server = start_server(pages, cfg.bind_host, cfg.bind_port)
+        except OSError as e:
+            addr = format_address(cfg.bind_host, cfg.bind_port)
+            msg = f"bind-address {addr!r}: cannot listen: {e.strerror}"
+            raise DuExporterError(msg) from None
+        log.info("listening", url=server.url)
+        return server
+
+    def run(self, stop: threading.Event, reload: threading.Event) -> None:
+        """Scan now and every interval until ``stop``; reload on ``reload``."""
+        self.server = self._start_server()
+        self.pool = ScanPool(self.config.max_procs)
+        try:
+            self._loop(stop, reload)
+        finally:
+            self.pool.terminate()
+            self.server.close()
+            self.store.close()
+            log.info("stopped")
+
+    def _loop(self, stop: threading.Event, reload: threading.Event) -> None:
+        next_scan: float | None = time.monotonic()
+        while not stop.is_set():
+            if reload.is_set():
+                reload.clear()
+                self._reload()
+                next_scan = time.monotonic()
+            if next_scan is not None and time.monotonic() >= next_scan:
+                interval = self.config.scan_interval_minutes * 60
+                # 0 means scan once, then only serve (until a reload).
+                next_scan = time.monotonic() + interval if interval else None
+                self._scan(stop)
+            wait = 1.0 if next_scan is None else next_scan - time.monotonic()
+            stop.wait(min(1.0, max(0.0, wait)))
+
+    def _scan(self, stop: threading.Event) -> None:
+        assert self.pool is not None  # noqa: S101 - set by run()
+        writer = Writer(self.config, self.pool, self.store, self.status)
+        try:
+            writer.scan_all(stop)
+        except ScanAbortedError:
+            return
+        except StoreError as e:  # disk full, database locked: retry later
+            log.error("store_failed", error=str(e))
+
+    def _reload(self) -> None:
+        try:
+            new = self.reload_config()
+        except ConfigError as e:
+            log.error("reload_failed", error=str(e))
+            return
+        old, self.config = self.config, new
+        self.status.set_roots(_root_keys(new))
+        if new.db_path != old.db_path:
+            log.warning("reload_ignored", key="db-path", reason="needs a restart")
+            new = self.config = _replace_db_path(new, old.db_path)
+        if (new.bind_host, new.bind_port) != (old.bind_host, old.bind_port):
+            assert self.server is not None  # noqa: S101 - set by run()
+            self.server.close()
+            self.server = self._start_server()
+        if new.max_procs != old.max_procs and self.pool is not None:
+            self.pool.terminate()
+            self.pool = ScanPool(new.max_procs)
+        log.info("reloaded", config=new.summary())

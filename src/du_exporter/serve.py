@@ -1,0 +1,287 @@
+"""The HTTP layer: ``/metrics``, the landing page and the health checks.
+
+:func:`start_server` runs a :class:`~http.server.ThreadingHTTPServer` in a
+background thread and returns a :class:`ServerHandle`.  Every page is
+computed on request from :class:`Pages`, so this module holds no state
+of its own and knows nothing about scans or the store.
+
+A slow or stalled client cannot starve the others: each connection gets a
+socket timeout, and at most ``max_threads`` connections are served at
+once; beyond that the server answers 503 at once and closes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import socket
+import socketserver
+import threading
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from email.message import Message
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+
+import structlog
+
+from prometheus_client.exposition import (
+    CONTENT_TYPE_PLAIN_0_0_4,
+    choose_encoder,
+    generate_latest,
+)
+from prometheus_client.registry import CollectorRegistry
+
+
+_TEXT = "text/plain; charset=utf-8"
+_HTML = "text/html; charset=utf-8"
+_ALLOWED = "GET, HEAD"
+_BUSY = (
+    b"HTTP/1.0 503 Service Unavailable\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Length: 5\r\nConnection: close\r\n\r\nBusy\n"
+)
+
+
+@dataclass(frozen=True)
+class Pages:
+    """What the server shows; each callable runs on every request."""
+
+    #: Rendered by ``/metrics``.
+    registry: CollectorRegistry
+    #: The full, already escaped HTML page served at ``/``.
+    landing: Callable[[], str]
+    #: ``/-/ready`` answers 200 when this returns True, else 503.
+    ready: Callable[[], bool]
+
+
+@dataclass(frozen=True)
+class _Response:
+    status: HTTPStatus
+    body: bytes
+    content_type: str = _TEXT
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+def _text(status: HTTPStatus, body: str) -> _Response:
+    return _Response(status, body.encode())
+
+
+def _gzip_accepted(accept_encoding: str) -> bool:
+    codings = (part.split(";")[0] for part in accept_encoding.split(","))
+    return any(coding.strip().lower() == "gzip" for coding in codings)
+
+
+def _metrics(pages: Pages, headers: Message) -> _Response:
+    try:
+        encoder, content_type = choose_encoder(headers.get("Accept", ""))
+    except (TypeError, ValueError):
+        # prometheus_client cannot compare a malformed "version=": serve
+        # the classic text format, as for an Accept header it doesn't know.
+        encoder, content_type = generate_latest, CONTENT_TYPE_PLAIN_0_0_4
+    body = encoder(pages.registry)
+    extra = [("Vary", "Accept, Accept-Encoding")]
+    if _gzip_accepted(headers.get("Accept-Encoding", "")):
+        body = gzip.compress(body)
+        extra.append(("Content-Encoding", "gzip"))
+    return _Response(HTTPStatus.OK, body, content_type, tuple(extra))
+
+
+def _landing(pages: Pages, _headers: Message) -> _Response:
+    return _Response(HTTPStatus.OK, pages.landing().encode(), _HTML)
+
+
+def _healthy(_pages: Pages, _headers: Message) -> _Response:
+    return _text(HTTPStatus.OK, "OK")
+
+
+def _ready(pages: Pages, _headers: Message) -> _Response:
+    if pages.ready():
+        return _text(HTTPStatus.OK, "OK")
+    return _text(HTTPStatus.SERVICE_UNAVAILABLE, "Not Ready")
+
+
+_NOT_ALLOWED = _Response(
+    HTTPStatus.METHOD_NOT_ALLOWED,
+    b"Method Not Allowed",
+    headers=(("Allow", _ALLOWED),),
+)
+_ROUTES: dict[str, Callable[[Pages, Message], _Response]] = {
+    "/metrics": _metrics,
+    "/": _landing,
+    "/-/healthy": _healthy,
+    "/-/ready": _ready,
+}
+
+
+def _render_page(pages: Pages, path: str, headers: Message) -> _Response:
+    """Answer a GET of *path*; the query string is ignored."""
+    route = urlsplit(path).path
+    page = _ROUTES.get(route)
+    if page is None:
+        return _text(HTTPStatus.NOT_FOUND, "Not Found")
+    try:
+        return page(pages, headers)
+    except Exception:  # noqa: BLE001 - HTTP boundary: logged, answered 500
+        structlog.get_logger().exception("http_page_failed", path=route)
+        return _text(
+            HTTPStatus.INTERNAL_SERVER_ERROR,
+            "Internal Server Error; see the exporter log.",
+        )
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.settimeout(self.server.request_timeout)
+
+    def parse_request(self) -> bool:
+        # Every method but GET and HEAD gets 405 here, before dispatch,
+        # so unknown verbs too get 405 rather than the base class's 501.
+        if not super().parse_request():
+            return False
+        if self.command in {"GET", "HEAD"}:
+            return True
+        self.close_connection = True
+        self._send(_NOT_ALLOWED)
+        return False
+
+    def do_GET(self) -> None:
+        self._send(_render_page(self.server.pages, self.path, self.headers))
+
+    def do_HEAD(self) -> None:
+        page = _render_page(self.server.pages, self.path, self.headers)
+        self._send(page, body=False)
+
+    def _send(self, response: _Response, *, body: bool = True) -> None:
+        self.send_response(response.status)
+        self.send_header("Content-Type", response.content_type)
+        self.send_header("Content-Length", str(len(response.body)))
+        for name, value in response.headers:
+            self.send_header(name, value)
+        self.end_headers()
+        if body:
+            self.wfile.write(response.body)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        structlog.get_logger().debug(
+            "http_request", client=self.client_address[0], msg=format % args
+        )
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 64
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        pages: Pages,
+        *,
+        max_threads: int,
+        request_timeout: float,
+    ) -> None:
+        self.pages = pages
+        self.request_timeout = request_timeout
+        self._slots = threading.BoundedSemaphore(max_threads)
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        super().__init__(address, _Handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind() calls socket.getfqdn(), a DNS lookup
+        # that can stall startup; the name is only used in CGI variables.
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = str(host), int(port)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self._reject(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(
+        self, request: Any, client_address: Any
+    ) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def _reject(self, request: socket.socket) -> None:
+        # Runs on the accept loop, so it must never block.  Reading what
+        # the client already sent avoids a reset that would eat the 503.
+        request.setblocking(False)
+        with contextlib.suppress(OSError):
+            request.recv(65536)
+        with contextlib.suppress(OSError):
+            request.send(_BUSY)
+        self.shutdown_request(request)
+
+    def handle_error(self, _request: Any, client_address: Any) -> None:
+        structlog.get_logger().warning(
+            "http_connection_failed", client=str(client_address), exc_info=True
+        )
+
+
+class ServerHandle:
+    """A running server; :meth:`close` stops it."""
+
+    def __init__(self, server: _Server, thread: threading.Thread) -> None:
+        self._server = server
+        self._thread = thread
+        self._lock = threading.Lock()
+        self._closed = False
+        self.host: str = str(server.server_address[0])
+        self.port: int = int(server.server_address[1])
+        netloc = f"[{self.host}]" if ":" in self.host else self.host
+        self.url: str = f"http://{netloc}:{self.port}"
+
+    def close(self) -> None:
+        """Stop serving, close the socket and join the thread; idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+
+
+def start_server(
+    pages: Pages,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    max_threads: int = 32,
+    request_timeout: float = 30.0,
+) -> ServerHandle:
+    """Serve *pages* on *host*:*port* (0 picks a free port) in a thread.
+
+    Raises :class:`OSError` when the address cannot be bound.
+    """
+    server = _Server(
+        (host, port),
+        pages,
+        max_threads=max_threads,
+        request_timeout=request_timeout,
+    )
+    thread = threading.Thread(
+        target=server.serve_forever,
+        kwargs={"poll_interval": 0.1},
+        name="du-exporter-http",
+        daemon=True,
+    )
+    thread.start()
+    return ServerHandle(server, thread)
