@@ -1,0 +1,23 @@
+"""Shared fixtures: a real scan pool and a scanner writing real SQLite."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from du_exporter.scan_pool import ScanPool
+from helpers import Scanner
+
+
+@pytest.fixture(scope="session")
+def pool() -> Iterator[ScanPool]:
+    """Two real worker processes, shared by the in-process scan tests."""
+    with ScanPool(2) as p:
+        yield p
+
+
+@pytest.fixture(name="scanner")
+def _scanner(pool: ScanPool, tmp_path: Path) -> Scanner:
+    return Scanner(pool, tmp_path / "state" / "du.db")

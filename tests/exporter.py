@@ -1,0 +1,147 @@
+"""Run the real exporter as a subprocess and scrape it over HTTP."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from prometheus_client.parser import text_string_to_metric_families
+
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def clean_env(home: Path) -> dict[str, str]:
+    """The environment without DU_EXPORTER_* and with a private HOME."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DU_EXPORTER_")}
+    env["HOME"] = str(home)
+    env.pop("XDG_STATE_HOME", None)
+    return env
+
+
+def parse(text: str) -> Samples:
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def value(samples: Samples, name: str, **labels: str) -> float | None:
+    return samples.get((name, frozenset(labels.items())))
+
+
+class Exporter:
+    """``python -m du_exporter`` on 127.0.0.1, a free port, JSON logs."""
+
+    def __init__(self, tmp_path: Path, *args: str) -> None:
+        self.db = tmp_path / "state" / "du.db"
+        cmd = [
+            sys.executable, "-m", "du_exporter",
+            "--bind-address", "127.0.0.1:0",
+            "--db-path", str(self.db),
+            "--log-format", "json",
+            "--max-procs", "2",
+            *args,
+        ]
+        self.proc = subprocess.Popen(
+            cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+            env=clean_env(tmp_path), cwd=tmp_path,
+        )
+        self.events: list[dict[str, object]] = []
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self.url = str(self.wait_event("listening")["url"])
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for raw in self.proc.stderr:
+            line = raw.decode("utf-8", "replace")
+            self.lines.append(line)
+            with contextlib.suppress(ValueError):
+                self.events.append(json.loads(line))
+
+    def wait_event(self, name: str, count: int = 1, timeout: float = 30) -> dict[str, object]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = [e for e in self.events if e.get("event") == name]
+            if len(found) >= count:
+                return found[count - 1]
+            if self.proc.poll() is not None and not self._reader.is_alive():
+                break
+            time.sleep(0.02)
+        msg = f"no {name!r} event #{count}; stderr:\n{''.join(self.lines)}"
+        raise AssertionError(msg)
+
+    def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+        req = urllib.request.Request(self.url + path, headers=headers or {})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return resp.status, dict(resp.headers), resp.read()
+        except urllib.error.HTTPError as e:
+            return e.code, dict(e.headers), e.read()
+
+    def scrape(self) -> Samples:
+        status, _, body = self.get("/metrics")
+        assert 200 == status
+        return parse(body.decode())
+
+    def wait_for(self, check: Callable[[Samples], bool], timeout: float = 30) -> Samples:
+        deadline = time.monotonic() + timeout
+        while True:
+            samples = self.scrape()
+            if check(samples):
+                return samples
+            if time.monotonic() > deadline:
+                msg = f"condition never held; stderr:\n{''.join(self.lines)}"
+                raise AssertionError(msg)
+            time.sleep(0.05)
+
+    def children(self) -> list[int]:
+        path = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        try:
+            return [int(p) for p in path.read_text().split()]
+        except OSError:
+            return []
+
+    def signal(self, sig: signal.Signals) -> None:
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 15) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            self.stop()
+        finally:
+            self._reader.join(5)
+            if self.proc.stderr is not None:
+                self.proc.stderr.close()

@@ -1,0 +1,75 @@
+"""Test helpers: GNU du, file writers, an in-process scanner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+
+from pathlib import Path
+from typing import Any
+
+from du_exporter import config as config_mod
+from du_exporter.config import Config
+from du_exporter.scan_pool import ScanPool
+from du_exporter.status import ScanStatus
+from du_exporter.store import DirRow, Reader, Store
+from du_exporter.writer import Writer
+
+
+def du(path: Path | bytes, *args: str) -> dict[bytes, int]:
+    """GNU du's output as {path: bytes}; e.g. ``du(p, "-B1", "--max-depth=2")``.
+
+    Paths are bytes (names may hold newlines or invalid UTF-8), so the
+    output is NUL-separated (``-0``).
+    """
+    out = subprocess.run(
+        ["du", "-0", *args, os.fsencode(path)],
+        capture_output=True,
+        check=False,
+    ).stdout
+    result = {}
+    for record in filter(None, out.split(b"\0")):
+        size, _, name = record.partition(b"\t")
+        result[name] = int(size)
+    return result
+
+
+def write(path: Path, size: int, *, sparse: bool = False) -> Path:
+    """A file of ``size`` bytes: real data, or a hole (``sparse``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as f:
+        if sparse:
+            f.truncate(size)
+        else:
+            f.write(os.urandom(size))
+    return path
+
+
+class Scanner:
+    """Runs real scans with the shared pool into a real SQLite file."""
+
+    def __init__(self, pool: ScanPool, db: Path) -> None:
+        self.pool = pool
+        self.db = db
+
+    def config(self, **values: Any) -> Config:
+        flags = {k.replace("_", "-"): v for k, v in values.items()}
+        flags.setdefault("db-path", str(self.db))
+        flags.setdefault("max-procs", 2)
+        flags.setdefault("ignore-dirs", [])
+        return config_mod.build({}, {}, flags, {"HOME": str(self.db.parent)})
+
+    def scan(self, **values: Any) -> dict[bytes, DirRow]:
+        """Scan with these config values; the exported rows by path."""
+        cfg = self.config(**values)
+        store = Store.open(cfg.db_path)
+        try:
+            roots = [os.fsencode(r.path) for r in cfg.roots]
+            ok = Writer(cfg, self.pool, store, ScanStatus(roots)).scan_all(
+                threading.Event()
+            )
+        finally:
+            store.close()
+        assert ok, "the scan failed"
+        return {r.path: r for r in Reader(cfg.db_path).snapshot().rows}
