@@ -1,0 +1,87 @@
+# syntax=docker/dockerfile:1
+#
+# du-exporter container image.
+#
+#   docker build -t du-exporter .
+#   docker run -d --name du-exporter -p 9995:9995 \
+#       -v /:/host:ro -v du-data:/var/lib/du-exporter du-exporter
+#
+# The host filesystem is mounted read-only at /host and scanned from there
+# (series are labelled /host/...).  The database lives on the du-data volume
+# and survives container restarts.  Pick what to scan with DU_EXPORTER_*
+# variables or flags, e.g.
+#   docker run ... du-exporter --analyzed-path /host/home --dir-level 3
+# or mount a config file (see config-sqlite.yml):
+#   docker run ... -v "$PWD/config.yml:/etc/du-exporter/config.yml:ro" \
+#       du-exporter --config /etc/du-exporter/config.yml
+# What to scan is the image's CMD (--analyzed-path /host and an ignore list
+# for /host's pseudo filesystems): any arguments you pass replace it, so a
+# mounted config file decides alone.  The DU_EXPORTER_* variables set below
+# (database, listen address, JSON logs) take precedence over a config file
+# (flag > env > file): override them with -e.
+#
+# The exporter runs as uid 65532 and only sees what that user may read.  To
+# measure every directory (like the systemd unit's CAP_DAC_READ_SEARCH), run
+# it as uid 0 with that one capability and nothing else:
+#   docker run ... --user 0:0 --cap-drop ALL --cap-add DAC_READ_SEARCH \
+#       --security-opt no-new-privileges du-exporter
+# (the state directory is group-0 writable for exactly this case).
+# --read-only works too when combined with --tmpfs /tmp.
+
+# --- build: wheel of this project + dependencies into a venv ---------------
+# bookworm (glibc 2.36): the scandir-rs wheels need glibc >= 2.34, so no
+# Rust toolchain is needed.  Keep both stages on the same image so the
+# venv's interpreter path stays valid.
+FROM python:3.11-slim-bookworm AS builder
+
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1
+
+RUN python -m venv /opt/venv
+
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY src ./src
+RUN /opt/venv/bin/pip install --no-cache-dir .
+
+# --- runtime ---------------------------------------------------------------
+FROM python:3.11-slim-bookworm
+
+LABEL org.opencontainers.image.title="du-exporter" \
+      org.opencontainers.image.description="Prometheus exporter for exact per-directory disk usage, served from SQLite" \
+      org.opencontainers.image.licenses="MIT"
+
+# Non-root user; the state directory is owned by it and writable by group 0
+# (for --user 0:0 --cap-drop ALL, see above).
+RUN groupadd --system --gid 65532 du-exporter \
+    && useradd --system --uid 65532 --gid 65532 --no-create-home \
+        --home-dir /var/lib/du-exporter --shell /usr/sbin/nologin du-exporter \
+    && install -d -o 65532 -g 0 -m 0770 /var/lib/du-exporter
+
+COPY --from=builder /opt/venv /opt/venv
+
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    DU_EXPORTER_DB_PATH=/var/lib/du-exporter/du-exporter.db \
+    DU_EXPORTER_BIND_ADDRESS=0.0.0.0:9995 \
+    DU_EXPORTER_LOG_FORMAT=json
+
+VOLUME /var/lib/du-exporter
+WORKDIR /var/lib/du-exporter
+USER 65532:65532
+EXPOSE 9995
+
+# No curl in slim images: ask Python.  Follows the port of
+# DU_EXPORTER_BIND_ADDRESS.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; port = os.environ.get('DU_EXPORTER_BIND_ADDRESS', ':9995').rpartition(':')[2]; urllib.request.urlopen(f'http://127.0.0.1:{port}/-/healthy', timeout=4)"]
+
+# SIGTERM stops cleanly (the running scan is abandoned, nothing half
+# visible); docker stop waits 10 s by default, use --stop-timeout 30 to
+# match the systemd unit.
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["du-exporter"]
+# The host's pseudo filesystems are under /host, so the default ignore list
+# (/proc, /dev, /sys, /run) is moved there.
+CMD ["--analyzed-path", "/host", "--ignore-dirs", "/host/proc,/host/dev,/host/sys,/host/run"]
