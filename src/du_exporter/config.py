@@ -120,9 +120,13 @@ def _as_float(value: object, key: str) -> float:
             raise _fail(key, f"{value!r} is not a number") from None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise _fail(key, f"{value!r} is not a number")
-    if not 0 <= value < float("inf"):
+    try:
+        number = float(value)
+    except OverflowError:
+        raise _fail(key, "the number is too large") from None
+    if not 0 <= number < float("inf"):
         raise _fail(key, f"{value} must be a finite number >= 0")
-    return float(value)
+    return number
 
 
 _TRUE = {"true", "yes", "on", "1"}
@@ -196,7 +200,7 @@ def _as_multi_paths(value: object, key: str) -> tuple[Root, ...]:
 def _as_address(value: object, key: str) -> tuple[str, int]:
     text = _as_str(value, key)
     host, sep, port_text = text.rpartition(":")
-    if not sep or not port_text.isdigit():
+    if not sep or not (port_text.isascii() and port_text.isdigit()):
         raise _fail(key, f"{text!r} is not HOST:PORT")
     port = int(port_text)
     if port > 65535:  # noqa: PLR2004 - the largest TCP port
@@ -207,7 +211,11 @@ def _as_address(value: object, key: str) -> tuple[str, int]:
 
 
 def _as_path(value: object, key: str) -> Path:
-    return Path(_as_str(value, key)).expanduser()
+    text = _as_str(value, key)
+    try:
+        return Path(text).expanduser()
+    except RuntimeError:  # ~user of an unknown user
+        raise _fail(key, f"{text!r}: cannot expand the home directory") from None
 
 
 def _as_log_format(value: object, key: str) -> str:
@@ -313,8 +321,14 @@ def read_environ(environ: Mapping[str, str]) -> dict[str, object]:
         if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG":
             continue
         if name not in by_env:
-            _check_key(name.removeprefix(ENV_PREFIX).lower().replace("_", "-"),
-                       f"environment variable {name}")
+            guess = name.removeprefix(ENV_PREFIX).lower().replace("_", "-")
+            hint = difflib.get_close_matches(guess, KEYS, n=1)
+            suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
+            msg = (
+                f"unknown config key {guess!r} in environment variable "
+                f"{name}{suggestion}"
+            )
+            raise ConfigError(msg)
         out[_check_key(by_env[name], "the environment")] = value
     return out
 
