@@ -20,11 +20,14 @@ from __future__ import annotations
 
 import fnmatch
 import os
-import stat
+import re
 import time
 
+from bisect import bisect_left
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.sharedctypes import Synchronized
+from stat import S_ISDIR, S_ISLNK, S_ISREG
 from typing import Protocol
 
 
@@ -32,6 +35,8 @@ from typing import Protocol
 SIZE_BUCKETS: tuple[int, ...] = tuple(4**k * 1024 for k in range(13))
 #: How many unreadable paths one unit reports by name (the rest counted).
 MAX_ERRORS = 20
+#: A unit returns early once it holds this many possible duplicates.
+MAX_LINKS = 50_000
 #: GNU fts sorts a directory's entries by inode above this many entries...
 _FTS_INODE_SORT_THRESHOLD = 10_000
 #: ...except on these filesystems, where it keeps the listing order.
@@ -73,14 +78,58 @@ class Plan:
         prefix = path + b"/"
         return any(root.startswith(prefix) for root, _ in self.exports[1:])
 
-    def ignored(self, path: bytes, name: bytes) -> bool:
-        for pattern in self.ignore:
-            if pattern.startswith(b"/"):
-                if fnmatch.fnmatchcase(path, pattern):
-                    return True
-            elif fnmatch.fnmatchcase(name, pattern):
-                return True
-        return False
+
+
+_GLOB = re.compile(rb"[*?[]")
+
+
+class Ignore:
+    """``ignore-dirs`` compiled: which entries of a directory to skip.
+
+    Exact paths and names are set lookups; globs (fnmatch, ``*`` also
+    matches ``/``) are tried only in directories they can match in.
+    """
+
+    def __init__(self, patterns: tuple[bytes, ...]) -> None:
+        self.names: set[bytes] = set()
+        self.name_globs: list[re.Pattern[bytes]] = []
+        self.paths: dict[bytes, set[bytes]] = {}
+        self.path_globs: list[tuple[bytes, re.Pattern[bytes]]] = []
+        for p in patterns:
+            glob = _GLOB.search(p)
+            if not p.startswith(b"/"):
+                if glob:
+                    self.name_globs.append(_compile(p))
+                else:
+                    self.names.add(p)
+            elif glob:
+                self.path_globs.append((p[: glob.start()], _compile(p)))
+            else:
+                parent, _, name = p.rpartition(b"/")
+                self.paths.setdefault(parent or b"/", set()).add(name)
+
+    def for_dir(self, path: bytes) -> Callable[[bytes, bytes], bool] | None:
+        """A test ``(entry path, name) -> skip?`` for entries of ``path``."""
+        names = self.names | self.paths.get(path, set())
+        slash = path if path.endswith(b"/") else path + b"/"
+        globs = [rx for lit, rx in self.path_globs
+                 if slash.startswith(lit) or lit.startswith(slash)]
+        name_globs = self.name_globs
+        if not (names or globs or name_globs):
+            return None
+
+        def skip(entry_path: bytes, name: bytes) -> bool:
+            return (
+                name in names
+                or any(rx.match(name) for rx in name_globs)
+                or any(rx.match(entry_path) for rx in globs)
+            )
+
+        return skip
+
+
+def _compile(pattern: bytes) -> re.Pattern[bytes]:
+    return re.compile(os.fsencode(fnmatch.translate(os.fsdecode(pattern))))
 
 
 def depth_under(path: bytes, root: bytes) -> int:
@@ -200,6 +249,7 @@ class _Walker:
         self.plan = plan
         self.hunger = hunger
         self.throttle = _Throttle(plan.iops)
+        self.ignore = Ignore(plan.ignore)
         self.sortable: dict[int, bool] = {}
 
     def run(self, unit: Unit) -> UnitResult:
@@ -210,85 +260,120 @@ class _Walker:
                 # Idle workers: hand every pending directory back.
                 res.children.extend(stack)
                 break
+            if len(res.links) > MAX_LINKS:
+                # Keep the worker's memory bounded on hard-link farms.
+                res.children.extend(stack)
+                break
             self._read_dir(stack.pop(), res, stack)
         return res
 
-    def _read_dir(self, d: Unit, res: UnitResult, stack: list[Unit]) -> None:
-        plan = self.plan
-        res.mtime = max(res.mtime, d.mtime)
-        if d.linked:
-            res.links.append(
-                (d.dev, d.ino, self._key(d.key, d), d.disk, d.apparent)
-            )
-        else:
-            res.disk += d.disk
-            res.apparent += d.apparent
+    def _list(self, d: Unit, res: UnitResult) -> list[os.DirEntry[bytes]] | None:
         self.throttle.tick()
         try:
             with os.scandir(d.path) as it:
                 entries = list(it)
         except OSError as e:
             res.error(d.path, e)
-            return
+            return None
         if len(entries) > _FTS_INODE_SORT_THRESHOLD and self._sorts(d.path):
             entries.sort(key=lambda e: e.inode())
-        ancestors = (
-            (*d.ancestors, (d.dev, d.ino)) if plan.follow_symlinks else ()
-        )
-        for index, entry in enumerate(entries):
-            path = entry.path
-            if plan.ignore and plan.ignored(path, entry.name):
-                continue
-            self.throttle.tick()
-            st, followed = self._stat(entry, res)
-            if st is None:
-                continue
-            res.entries += 1
-            key = d.key + index.to_bytes(_KEY_WIDTH, "big")
-            via = d.via_symlink or followed
-            if stat.S_ISDIR(st.st_mode):
-                self._dir(path, key, st, (ancestors, via), res, stack)
-            else:
-                self._file(st, self._key(key, via=via), res)
+        return entries
 
-    def _key(self, key: bytes, d: Unit | None = None, *, via: bool = False) -> bytes:
+    def _read_dir(self, d: Unit, res: UnitResult, stack: list[Unit]) -> None:
+        """Sum one directory's entries into ``res``; queue its subdirectories.
+
+        The hot loop: keep it to one ``lstat`` and a few local operations
+        per entry.
+        """
+        plan = self.plan
+        follow = plan.follow_symlinks
+        res.mtime = max(res.mtime, d.mtime)
+        if d.linked:
+            res.links.append(
+                (d.dev, d.ino, self._key(d.key, d.via_symlink), d.disk, d.apparent)
+            )
+        else:
+            res.disk += d.disk
+            res.apparent += d.apparent
+        entries = self._list(d, res)
+        if entries is None:
+            return
+        skip = self.ignore.for_dir(d.path)
+        tick = self.throttle.tick if plan.iops > 0 else None
+        blocks = apparent = files = count = hsum = 0
+        mtime = res.mtime
+        hist, links = res.histogram, res.links
+        for index, entry in enumerate(entries):
+            if skip is not None and skip(entry.path, entry.name):
+                continue
+            if tick is not None:
+                tick()
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError as e:
+                res.error(entry.path, e)
+                continue
+            mode = st.st_mode
+            via = d.via_symlink
+            if follow and S_ISLNK(mode):
+                st, via = self._follow(entry.path, st, via)
+                mode = st.st_mode
+            count += 1
+            if S_ISDIR(mode):
+                key = d.key + index.to_bytes(_KEY_WIDTH, "big")
+                self._dir(entry.path, key, st, d, via, res, stack)
+                continue
+            files += 1
+            mtime = max(mtime, st.st_mtime)
+            if st.st_nlink > 1 or follow:
+                key = self._key(d.key + index.to_bytes(_KEY_WIDTH, "big"), via)
+                links.append((st.st_dev, st.st_ino, key, st.st_blocks * 512, st.st_size))
+            else:
+                blocks += st.st_blocks
+                apparent += st.st_size
+            if S_ISREG(mode):
+                hist[bisect_left(SIZE_BUCKETS, st.st_size)] += 1
+                hsum += st.st_size
+        res.disk += blocks * 512
+        res.apparent += apparent
+        res.files += files
+        res.entries += count
+        res.histogram_sum += hsum
+        res.mtime = mtime
+
+    def _follow(
+        self, path: bytes, st: os.stat_result, via: bool
+    ) -> tuple[os.stat_result, bool]:
+        """The target's stat for a followed symlink; the link's if dangling."""
+        try:
+            return os.stat(path), True
+        except OSError:  # dangling or looping: count the link itself
+            return st, via
+
+    def _key(self, key: bytes, via: bool) -> bytes:
         """Order key; when following symlinks, direct paths win first."""
         if not self.plan.follow_symlinks:
             return key
-        via = d.via_symlink if d is not None else via
         return (b"\x01" if via else b"\x00") + key
-
-    def _stat(
-        self, entry: os.DirEntry[bytes], res: UnitResult
-    ) -> tuple[os.stat_result | None, bool]:
-        """``lstat`` the entry; the target's stat for a followed symlink."""
-        try:
-            st = entry.stat(follow_symlinks=False)
-        except OSError as e:
-            res.error(entry.path, e)
-            return None, False
-        if self.plan.follow_symlinks and stat.S_ISLNK(st.st_mode):
-            try:
-                return os.stat(entry.path), True
-            except OSError:  # dangling or looping: count the link itself
-                return st, False
-        return st, False
 
     def _dir(
         self,
         path: bytes,
         key: bytes,
         st: os.stat_result,
-        context: tuple[tuple[tuple[int, int], ...], bool],
+        parent: Unit,
+        via: bool,
         res: UnitResult,
         stack: list[Unit],
     ) -> None:
         plan = self.plan
-        ancestors, via = context
         if plan.one_file_system and st.st_dev != plan.root_dev:
             return  # like du -x: a mount point is neither walked nor counted
-        if plan.follow_symlinks and (st.st_dev, st.st_ino) in ancestors:
-            return  # a symlink loop: the directory is being walked already
+        ancestors: tuple[tuple[int, int], ...] = ()
+        if plan.follow_symlinks:
+            ancestors = (*parent.ancestors, (parent.dev, parent.ino))
+            if (st.st_dev, st.st_ino) in ancestors:
+                return  # a symlink loop: the directory is being walked
         res.dirs += 1
         sub = Unit(
             path=path,
@@ -307,19 +392,6 @@ class _Walker:
         else:
             stack.append(sub)
 
-    def _file(self, st: os.stat_result, key: bytes, res: UnitResult) -> None:
-        res.files += 1
-        res.mtime = max(res.mtime, st.st_mtime)
-        disk = st.st_blocks * 512
-        if st.st_nlink > 1 or self.plan.follow_symlinks:
-            res.links.append((st.st_dev, st.st_ino, key, disk, st.st_size))
-        else:
-            res.disk += disk
-            res.apparent += st.st_size
-        if stat.S_ISREG(st.st_mode):
-            res.histogram[_bucket(st.st_size)] += 1
-            res.histogram_sum += st.st_size
-
     def _sorts(self, path: bytes) -> bool:
         """Whether GNU fts would sort this big directory by inode."""
         try:
@@ -329,13 +401,6 @@ class _Walker:
         if dev not in self.sortable:
             self.sortable[dev] = fs_type(dev) not in _NO_INODE_SORT
         return self.sortable[dev]
-
-
-def _bucket(size: int) -> int:
-    for i, bound in enumerate(SIZE_BUCKETS):
-        if size <= bound:
-            return i
-    return len(SIZE_BUCKETS)
 
 
 def fs_type(dev: int, mountinfo: str = "/proc/self/mountinfo") -> str:
