@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from du_exporter.scan import engine_available
 from du_exporter.scan_pool import ScanPool
 from helpers import Scanner
 
@@ -18,6 +19,11 @@ def pool() -> Iterator[ScanPool]:
         yield p
 
 
-@pytest.fixture(name="scanner")
-def _scanner(pool: ScanPool, tmp_path: Path) -> Scanner:
-    return Scanner(pool, tmp_path / "state" / "du.db")
+@pytest.fixture(name="scanner", params=["c", "python"])
+def _scanner(
+    pool: ScanPool, tmp_path: Path, request: pytest.FixtureRequest
+) -> Scanner:
+    """A scanner per engine: every scan test runs on both."""
+    if not engine_available(request.param):
+        pytest.skip(f"scan engine {request.param} is not built here")
+    return Scanner(pool, tmp_path / "state" / "du.db", request.param)

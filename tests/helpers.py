@@ -49,15 +49,17 @@ def write(path: Path, size: int, *, sparse: bool = False) -> Path:
 class Scanner:
     """Runs real scans with the shared pool into a real SQLite file."""
 
-    def __init__(self, pool: ScanPool, db: Path) -> None:
+    def __init__(self, pool: ScanPool, db: Path, engine: str = "auto") -> None:
         self.pool = pool
         self.db = db
+        self.engine = engine
 
     def config(self, **values: Any) -> Config:
         flags = {k.replace("_", "-"): v for k, v in values.items()}
         flags.setdefault("db-path", str(self.db))
         flags.setdefault("max-procs", 2)
         flags.setdefault("ignore-dirs", [])
+        flags.setdefault("scan-engine", self.engine)
         return config_mod.build({}, {}, flags, {"HOME": str(self.db.parent)})
 
     def scan(self, **values: Any) -> dict[bytes, DirRow]:

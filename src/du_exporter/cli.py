@@ -53,6 +53,7 @@ HELP = {
     "size-bucket": "Export the file-size histogram.",
     "max-iops": "Directory reads plus stats per second, whole pool; 0 = "
     "unlimited.",
+    "scan-engine": "auto (the C reader when built), c or python.",
     "log-level": "debug, info, warning or error [default: info].",
     "log-format": "json, console or auto (console on a terminal).",
     "web-config-file": "Not implemented yet (TLS, basic auth).",

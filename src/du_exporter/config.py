@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from du_exporter.errors import ConfigError
+from du_exporter.scan import engine_available
 
 
 ENV_PREFIX = "DU_EXPORTER_"
@@ -56,6 +57,7 @@ class Config:
     file_count: bool
     size_bucket: bool
     max_iops: int
+    scan_engine: str
     log_level: str
     log_format: str
 
@@ -218,6 +220,13 @@ def _as_path(value: object, key: str) -> Path:
         raise _fail(key, f"{text!r}: cannot expand the home directory") from None
 
 
+def _as_engine(value: object, key: str) -> str:
+    engine = _choice("auto", "c", "python")(value, key)
+    if not engine_available(engine):
+        raise _fail(key, "the C scanner is not built in this installation")
+    return engine
+
+
 def _as_log_format(value: object, key: str) -> str:
     return _choice("auto", "json", "console")(value, key)
 
@@ -242,6 +251,7 @@ PARSERS: dict[str, Callable[[object, str], Any]] = {
     "file-count": _as_bool,
     "size-bucket": _as_bool,
     "max-iops": _as_int,
+    "scan-engine": _as_engine,
     "log-level": _choice(*LOG_LEVELS),
     "log-format": _as_log_format,
 }
@@ -275,6 +285,7 @@ def defaults(environ: Mapping[str, str]) -> dict[str, object]:
         "file-count": True,
         "size-bucket": True,
         "max-iops": 0,
+        "scan-engine": "auto",
         "log-level": "info",
         "log-format": "auto",
     }
@@ -369,6 +380,7 @@ def build(
         file_count=v["file-count"],
         size_bucket=v["size-bucket"],
         max_iops=v["max-iops"],
+        scan_engine=v["scan-engine"],
         log_level=v["log-level"],
         log_format=v["log-format"],
     )

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.sharedctypes import Synchronized
 from stat import S_ISDIR, S_ISLNK, S_ISREG
-from typing import Protocol
+from typing import Any, NamedTuple, Protocol
 
 
 #: Upper bounds (bytes, apparent size) of the file-size histogram.
@@ -64,6 +64,8 @@ class Plan:
     root_dev: int
     #: Directory reads plus stats per second for this worker (0: no limit).
     iops: float = 0.0
+    #: ``auto`` (the C reader when built), ``c`` or ``python``.
+    engine: str = "auto"
 
     def exported(self, path: bytes) -> bool:
         return any(
@@ -201,10 +203,10 @@ class _Throttle:
         self.start = time.monotonic()
         self.ops = 0
 
-    def tick(self) -> None:
+    def tick(self, n: int = 1) -> None:
         if self.rate <= 0:
             return
-        self.ops += 1
+        self.ops += n
         ahead = self.ops / self.rate - (time.monotonic() - self.start)
         if ahead > 0.01:  # noqa: PLR2004 - sleep in chunks of >= 10 ms
             time.sleep(ahead)
@@ -244,6 +246,42 @@ def scan_unit(plan: Plan, unit: Unit) -> UnitResult:
     return _Walker(plan, _state.get("hunger")).run(unit)
 
 
+class _DirStat(NamedTuple):
+    """The fields of a directory's stat that ``_Walker._dir`` reads."""
+
+    st_dev: int
+    st_ino: int
+    st_blocks: int
+    st_size: int
+    st_mtime: float
+
+
+ScanDir = Callable[[bytes, bool], tuple[Any, ...]]
+
+
+def _fast_engine(engine: str) -> ScanDir | None:
+    """The C reader, unless ``engine`` is ``python`` or it is not built."""
+    if engine == "python":
+        return None
+    try:
+        from du_exporter import _fastscan  # noqa: PLC0415 - optional module
+    except ImportError:
+        if engine == "c":
+            raise
+        return None
+    scan_dir: ScanDir = _fastscan.scan_dir
+    return scan_dir
+
+
+def engine_available(engine: str) -> bool:
+    """Whether ``engine`` (``auto``, ``c``, ``python``) can run here."""
+    try:
+        _fast_engine(engine)
+    except ImportError:
+        return False
+    return True
+
+
 class _Walker:
     def __init__(self, plan: Plan, hunger: Hunger | None) -> None:
         self.plan = plan
@@ -251,6 +289,7 @@ class _Walker:
         self.throttle = _Throttle(plan.iops)
         self.ignore = Ignore(plan.ignore)
         self.sortable: dict[int, bool] = {}
+        self.fast = _fast_engine(plan.engine)
 
     def run(self, unit: Unit) -> UnitResult:
         res = UnitResult(path=unit.path)
@@ -275,9 +314,37 @@ class _Walker:
         except OSError as e:
             res.error(d.path, e)
             return None
-        if len(entries) > _FTS_INODE_SORT_THRESHOLD and self._sorts(d.path):
+        if len(entries) > _FTS_INODE_SORT_THRESHOLD and self._sorts(d.dev):
             entries.sort(key=lambda e: e.inode())
         return entries
+
+    def _read_fast(self, d: Unit, res: UnitResult, stack: list[Unit]) -> None:
+        """``_read_dir`` by the C extension: same sums, no per-file objects."""
+        assert self.fast is not None  # noqa: S101 - checked by the caller
+        (count, files, blocks, apparent, mtime, hsum, hist, subdirs, links,
+         errors, err) = self.fast(d.path, self._sorts(d.dev))
+        self.throttle.tick(count + 1)
+        if err:
+            res.error(d.path, OSError(err, os.strerror(err)))
+            return
+        prefix = d.path if d.path.endswith(b"/") else d.path + b"/"
+        for name, errno in errors:
+            res.error(prefix + name, OSError(errno, os.strerror(errno)))
+        res.entries += count
+        res.files += files
+        res.disk += blocks * 512
+        res.apparent += apparent
+        res.mtime = max(res.mtime, mtime)
+        res.histogram_sum += hsum
+        for i, n in enumerate(hist):
+            res.histogram[i] += n
+        for dev, ino, index, nblocks, size in links:
+            key = d.key + index.to_bytes(_KEY_WIDTH, "big")
+            res.links.append((dev, ino, key, nblocks * 512, size))
+        for name, index, dev, ino, nblocks, size, dmtime in subdirs:
+            key = d.key + index.to_bytes(_KEY_WIDTH, "big")
+            stat = _DirStat(dev, ino, nblocks, size, dmtime)
+            self._dir(prefix + name, key, stat, d, d.via_symlink, res, stack)
 
     def _read_dir(self, d: Unit, res: UnitResult, stack: list[Unit]) -> None:
         """Sum one directory's entries into ``res``; queue its subdirectories.
@@ -295,10 +362,13 @@ class _Walker:
         else:
             res.disk += d.disk
             res.apparent += d.apparent
+        skip = self.ignore.for_dir(d.path)
+        if self.fast is not None and skip is None and not follow:
+            self._read_fast(d, res, stack)
+            return
         entries = self._list(d, res)
         if entries is None:
             return
-        skip = self.ignore.for_dir(d.path)
         tick = self.throttle.tick if plan.iops > 0 else None
         blocks = apparent = files = count = hsum = 0
         mtime = res.mtime
@@ -360,7 +430,7 @@ class _Walker:
         self,
         path: bytes,
         key: bytes,
-        st: os.stat_result,
+        st: os.stat_result | _DirStat,
         parent: Unit,
         via: bool,
         res: UnitResult,
@@ -392,12 +462,8 @@ class _Walker:
         else:
             stack.append(sub)
 
-    def _sorts(self, path: bytes) -> bool:
-        """Whether GNU fts would sort this big directory by inode."""
-        try:
-            dev = os.stat(path).st_dev
-        except OSError:
-            return False
+    def _sorts(self, dev: int) -> bool:
+        """Whether GNU fts would sort a big directory on ``dev`` by inode."""
         if dev not in self.sortable:
             self.sortable[dev] = fs_type(dev) not in _NO_INODE_SORT
         return self.sortable[dev]

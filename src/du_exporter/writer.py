@@ -174,6 +174,7 @@ class Writer:
             follow_symlinks=cfg.follow_symlinks,
             root_dev=dev,
             iops=cfg.max_iops / cfg.max_procs,
+            engine=cfg.scan_engine,
         )
         gen = self.store.begin_generation(walk.top, time.time())
         batch = _Batch(self.store, gen, cfg.batch_size)

@@ -1,0 +1,15 @@
+def scan_dir(
+    path: bytes, sort_big: bool, /
+) -> tuple[
+    int,
+    int,
+    int,
+    int,
+    float,
+    int,
+    list[int],
+    list[tuple[bytes, int, int, int, int, int, float]],
+    list[tuple[int, int, int, int, int]],
+    list[tuple[bytes, int]],
+    int,
+]: ...
