@@ -19,14 +19,15 @@ entries on the filesystems where GNU fts does that).
 from __future__ import annotations
 
 import fnmatch
+import mmap
 import os
 import re
+import struct
 import time
 
 from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from multiprocessing.sharedctypes import Synchronized
 from stat import S_ISDIR, S_ISLNK, S_ISREG
 from typing import Any, NamedTuple, Protocol
 
@@ -212,38 +213,34 @@ class _Throttle:
             time.sleep(ahead)
 
 
-class SharedHunger:
-    """A counter in shared memory: how many workers are idle.
+class MappedHunger:
+    """How many workers are idle, in a few bytes of memory shared by mmap.
 
-    The parent sets it; a busy worker that sees it above zero takes one
-    and returns early, handing its pending directories back as units.
+    The parent writes it; a busy worker that sees it above zero takes one
+    and returns early, handing its pending directories back.  Updates are
+    not atomic across processes, on purpose: a lost or doubled decrement
+    only moves work a little earlier or later, never changes a number.
     """
 
-    def __init__(self, value: Synchronized[int]) -> None:
-        self.value = value
+    SIZE = 8
+
+    def __init__(self, fd: int) -> None:
+        self.map = mmap.mmap(fd, self.SIZE)
 
     def set(self, n: int) -> None:
-        self.value.value = max(0, n)
+        struct.pack_into("q", self.map, 0, max(0, n))
 
     def take(self) -> bool:
-        with self.value.get_lock():
-            if self.value.value > 0:
-                self.value.value -= 1
-                return True
+        n: int = struct.unpack_from("q", self.map, 0)[0]
+        if n > 0:
+            struct.pack_into("q", self.map, 0, n - 1)
+            return True
         return False
 
 
-_state: dict[str, Hunger | None] = {}
-
-
-def init_worker(hunger: Hunger | None) -> None:
-    """Pool initializer: remember the shared hunger counter."""
-    _state["hunger"] = hunger
-
-
-def scan_unit(plan: Plan, unit: Unit) -> UnitResult:
-    """Walk one unit; the worker pool's task function."""
-    return _Walker(plan, _state.get("hunger")).run(unit)
+def scan_unit(plan: Plan, unit: Unit, hunger: Hunger | None = None) -> UnitResult:
+    """Walk one unit: what a worker process does per task."""
+    return _Walker(plan, hunger).run(unit)
 
 
 class _DirStat(NamedTuple):

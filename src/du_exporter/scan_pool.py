@@ -4,22 +4,31 @@ The parent hands out units (directories) and receives their sums; a
 worker that notices idle workers returns early and hands its pending
 directories back, so one big subtree still keeps every worker busy.
 Workers only compute; the parent alone writes the database.
+
+Workers are plain subprocesses (``python -m du_exporter.worker``) fed
+through pipes rather than a ``multiprocessing.Pool``: they import only
+the scanner (a few MiB each instead of the whole exporter), a worker
+that dies fails the scan instead of hanging it, and stopping is a kill.
 """
 
 from __future__ import annotations
 
-import multiprocessing
+import os
+import pickle
 import queue
-import signal
+import subprocess
+import sys
 import threading
 
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
 from du_exporter.errors import ScanAbortedError, ScanError
-from du_exporter.scan import Plan, SharedHunger, Unit, UnitResult, scan_unit
+from du_exporter.scan import MappedHunger, Plan, Unit, UnitResult
+from du_exporter.worker import read_frame, write_frame
 
 
 #: Called with each result, its unit id and its parent unit's id.
@@ -27,35 +36,80 @@ OnResult = Callable[[UnitResult, int, int | None], None]
 
 
 @dataclass
-class _Done:
+class _Task:
     uid: int
     parent: int | None
-    result: UnitResult | None
-    error: BaseException | None
+    unit: Unit
 
 
-def _init_worker(hunger: SharedHunger) -> None:
-    # Ctrl-C reaches the whole process group; the parent decides.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from du_exporter.scan import init_worker  # noqa: PLC0415 - in the worker
+@dataclass
+class _Done:
+    worker: _Worker
+    result: UnitResult | str | None  # str: the worker's error; None: it died
 
-    init_worker(hunger)
+
+class _Worker:
+    """One worker process and the thread that reads its results."""
+
+    def __init__(self, hunger_fd: int, done: queue.SimpleQueue[_Done]) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "du_exporter.worker", str(hunger_fd)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            pass_fds=(hunger_fd,),
+        )
+        self.task: _Task | None = None
+        self.done = done
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None  # noqa: S101 - a pipe
+        while (frame := read_frame(self.proc.stdout)) is not None:
+            self.done.put(_Done(self, pickle.loads(frame)))  # noqa: S301 - our own worker
+        self.done.put(_Done(self, None))
+
+    def send(self, plan: Plan, task: _Task) -> None:
+        assert self.proc.stdin is not None  # noqa: S101 - a pipe
+        self.task = task
+        try:
+            write_frame(self.proc.stdin, pickle.dumps((plan, task.unit)))
+        except OSError as e:
+            msg = f"scan worker {self.proc.pid} is gone: {e}"
+            raise ScanError(msg) from None
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def kill(self) -> None:
+        if self.alive():
+            self.proc.kill()
+        self.proc.wait()
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            if pipe is not None:
+                pipe.close()
 
 
 class ScanPool:
-    """``procs`` worker processes, started with ``spawn``.
-
-    ``spawn`` (not ``fork``) keeps workers small and independent of the
-    parent's threads and of any library state in it.
-    """
+    """``procs`` worker processes, kept between scans."""
 
     def __init__(self, procs: int) -> None:
-        ctx = multiprocessing.get_context("spawn")
         self.procs = procs
-        self.hunger = SharedHunger(ctx.Value("i", 0))
-        self._pool: Any = ctx.Pool(
-            procs, initializer=_init_worker, initargs=(self.hunger,)
-        )
+        self._hunger_fd = os.memfd_create("du-exporter-hunger")
+        os.ftruncate(self._hunger_fd, MappedHunger.SIZE)
+        self.hunger = MappedHunger(self._hunger_fd)
+        self._done: queue.SimpleQueue[_Done] = queue.SimpleQueue()
+        self._workers: list[_Worker] = []
+        self._start()
+
+    def _start(self) -> None:
+        """(Re)start workers until there are ``procs`` idle ones."""
+        self._done = queue.SimpleQueue()
+        for w in self._workers:
+            w.kill()
+        self._workers = [
+            _Worker(self._hunger_fd, self._done) for _ in range(self.procs)
+        ]
 
     def __enter__(self) -> Self:
         return self
@@ -69,46 +123,75 @@ class ScanPool:
         self.terminate()
 
     def terminate(self) -> None:
-        """Stop the workers now, even mid-unit, and reap them."""
-        self._pool.terminate()
-        self._pool.join()
+        """Kill the workers now, even mid-unit, and reap them."""
+        for w in self._workers:
+            w.kill()
+        self._workers = []
+        if self._hunger_fd >= 0:
+            self.hunger.map.close()
+            os.close(self._hunger_fd)
+            self._hunger_fd = -1
 
     def walk(
         self, plan: Plan, top: Unit, on_result: OnResult, stop: threading.Event
     ) -> None:
         """Walk ``top`` to the bottom; call ``on_result`` per unit."""
-        done: queue.SimpleQueue[_Done] = queue.SimpleQueue()
-        state = {"next": 0, "inflight": 0}
-
-        def submit(unit: Unit, parent: int | None) -> None:
-            uid = state["next"]
-            state["next"] += 1
-            state["inflight"] += 1
-            self._pool.apply_async(
-                scan_unit,
-                (plan, unit),
-                callback=lambda r: done.put(_Done(uid, parent, r, None)),
-                error_callback=lambda e: done.put(_Done(uid, parent, None, e)),
-            )
-
-        submit(top, None)
-        self.hunger.set(self.procs - 1)
+        if any(w.task is not None or not w.alive() for w in self._workers):
+            self._start()  # a previous walk was cut short
+        walk = _Walk(self, plan, on_result)
         try:
-            while state["inflight"]:
-                if stop.is_set():
-                    msg = "scan stopped before it completed"
-                    raise ScanAbortedError(msg)
-                try:
-                    item = done.get(timeout=0.2)
-                except queue.Empty:
-                    continue
-                state["inflight"] -= 1
-                if item.result is None:
-                    msg = f"scan worker failed: {item.error!r}"
-                    raise ScanError(msg)
-                for child in item.result.children:
-                    submit(child, item.uid)
-                self.hunger.set(self.procs - state["inflight"])
-                on_result(item.result, item.uid, item.parent)
+            walk.run(top, stop)
+        except BaseException:
+            self._start()  # workers may still be busy with the old walk
+            raise
         finally:
             self.hunger.set(0)
+
+
+class _Walk:
+    """The bookkeeping of one walk: pending units, busy workers."""
+
+    def __init__(self, pool: ScanPool, plan: Plan, on_result: OnResult) -> None:
+        self.pool = pool
+        self.plan = plan
+        self.on_result = on_result
+        self.pending: deque[_Task] = deque()
+        self.busy = 0
+        self.next_id = 0
+
+    def add(self, unit: Unit, parent: int | None) -> None:
+        self.pending.append(_Task(self.next_id, parent, unit))
+        self.next_id += 1
+
+    def dispatch(self) -> None:
+        for w in self.pool._workers:  # noqa: SLF001 - the pool's own helper
+            if w.task is None and self.pending:
+                w.send(self.plan, self.pending.popleft())
+                self.busy += 1
+        idle = self.pool.procs - self.busy
+        self.pool.hunger.set(idle if not self.pending else 0)
+
+    def run(self, top: Unit, stop: threading.Event) -> None:
+        self.add(top, None)
+        self.dispatch()
+        while self.busy:
+            if stop.is_set():
+                msg = "scan stopped before it completed"
+                raise ScanAbortedError(msg)
+            try:
+                done = self.pool._done.get(timeout=0.2)  # noqa: SLF001
+            except queue.Empty:
+                continue
+            task = done.worker.task
+            if task is None:
+                continue  # the end of a worker killed between walks
+            if not isinstance(done.result, UnitResult):
+                reason = done.result or f"exited with {done.worker.proc.wait()}"
+                msg = f"scan worker failed on {task.unit.path!r}: {reason}"
+                raise ScanError(msg)
+            done.worker.task = None
+            self.busy -= 1
+            for child in done.result.children:
+                self.add(child, task.uid)
+            self.dispatch()
+            self.on_result(done.result, task.uid, task.parent)

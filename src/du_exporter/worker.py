@@ -1,0 +1,55 @@
+"""A scan worker process: ``python -m du_exporter.worker HUNGER_FD``.
+
+It reads tasks (a plan and a unit) as length-prefixed pickles on stdin
+and writes results the same way on stdout, one at a time, until stdin
+closes.  It imports only the scanner, so it stays small.  Only the
+parent process, which started it with these pipes, ever talks to it.
+"""
+
+from __future__ import annotations
+
+import pickle
+import signal
+import sys
+
+from typing import IO
+
+from du_exporter.scan import MappedHunger, scan_unit
+
+
+HEADER = 8
+
+
+def read_frame(stream: IO[bytes]) -> bytes | None:
+    """One length-prefixed frame, or None at end of stream."""
+    header = stream.read(HEADER)
+    if len(header) < HEADER:
+        return None
+    size = int.from_bytes(header, "big")
+    data = stream.read(size)
+    if len(data) < size:
+        return None
+    return data
+
+
+def write_frame(stream: IO[bytes], data: bytes) -> None:
+    stream.write(len(data).to_bytes(HEADER, "big") + data)
+    stream.flush()
+
+
+def main() -> None:
+    # Ctrl-C reaches the whole process group: the parent decides.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    hunger = MappedHunger(int(sys.argv[1]))
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    while (frame := read_frame(stdin)) is not None:
+        plan, unit = pickle.loads(frame)  # noqa: S301 - from our parent only
+        try:
+            result: object = scan_unit(plan, unit, hunger)
+        except Exception as e:  # noqa: BLE001 - reported to the parent, which fails the scan
+            result = f"{type(e).__name__}: {e}"
+        write_frame(stdout, pickle.dumps(result, pickle.HIGHEST_PROTOCOL))
+
+
+if __name__ == "__main__":
+    main()
