@@ -45,7 +45,11 @@ def _bound(le: float) -> str:
 
 
 class UsageCollector:
-    """Directory usage and scan health, read from the store per scrape."""
+    """Directory usage and scan health, read from the store per scrape.
+
+    Used whole for the textfile; the HTTP server renders the two halves
+    separately (:mod:`du_exporter.exposition`).
+    """
 
     def __init__(
         self,
@@ -62,77 +66,9 @@ class UsageCollector:
     def collect(self) -> Iterator[Metric]:
         cfg = self.config()
         snap = self.reader.snapshot()
-        yield from self._usage(cfg, snap)
+        yield from directory_families(cfg, snap)
         yield from self._health(cfg, snap)
 
-    def _usage(self, cfg: Config, snap: Snapshot) -> Iterator[Metric]:
-        labels = ["path", "level"]
-        size = GaugeMetricFamily(
-            "node_disk_usage_bytes",
-            f"Disk usage of the directory and everything below it, like "
-            f"du ({'du -sB1' if cfg.size_mode == 'disk' else 'du -sb'}); "
-            f"as of the last completed scan.",
-            labels=labels,
-        )
-        # SPEC names these *_count; promtool's linter reserves that suffix
-        # for histograms and summaries of every type but untyped, so they
-        # are exposed untyped (a gauge in all but the TYPE line).
-        files = UnknownMetricFamily(
-            "node_disk_usage_file_count",
-            "Non-directory entries below the directory, recursively; as of "
-            "the last completed scan.",
-            labels=labels,
-        )
-        dirs = UnknownMetricFamily(
-            "node_disk_usage_directory_count",
-            "Directories below the directory, recursively; as of the last "
-            "completed scan.",
-            labels=labels,
-        )
-        mtime = GaugeMetricFamily(
-            "node_disk_usage_latest_mtime_seconds",
-            "Newest modification time in the directory's subtree; as of "
-            "the last completed scan.",
-            labels=labels,
-        )
-        levels = {os.fsencode(r.path): r.level for r in cfg.roots}
-        for row in snap.rows:
-            if row.level > levels.get(row.root, -1):
-                continue  # from a root or level no longer configured
-            value = [label_path(row.path), str(row.level)]
-            size.add_metric(
-                value, row.disk if cfg.size_mode == "disk" else row.apparent
-            )
-            files.add_metric(value, row.files)
-            dirs.add_metric(value, row.dirs)
-            mtime.add_metric(value, row.mtime)
-        yield size
-        if cfg.file_count:
-            yield files
-        if cfg.dir_count:
-            yield dirs
-        yield mtime
-        if cfg.size_bucket:
-            yield self._histogram(cfg, snap)
-
-    def _histogram(self, cfg: Config, snap: Snapshot) -> Metric:
-        hist = HistogramMetricFamily(
-            "node_disk_usage_file_size_bytes",
-            "Sizes (apparent, st_size) of the regular files below each "
-            "walked root; as of the last completed scan.",
-            labels=["path"],
-        )
-        for walk in plan_walks(cfg.roots):
-            gen = snap.generations.get(walk.top)
-            if gen is None or not gen.histogram:
-                continue
-            counts = accumulate(n for _, n in gen.histogram)
-            buckets = [
-                (_bound(le), float(n))
-                for (le, _), n in zip(gen.histogram, counts, strict=True)
-            ]
-            hist.add_metric([label_path(walk.top)], buckets, gen.histogram_sum)
-        return hist
 
     def _health(self, cfg: Config, snap: Snapshot) -> Iterator[Metric]:
         fams = {
@@ -209,3 +145,93 @@ class UsageCollector:
         )
         info.add_metric([__version__, platform.python_version()], 1)
         yield info
+
+
+class HealthCollector(UsageCollector):
+    """Only the self metrics: cheap, rendered fresh on every scrape."""
+
+    def collect(self) -> Iterator[Metric]:
+        cfg = self.config()
+        yield from self._health(cfg, self.reader.snapshot(with_rows=False))
+
+
+def directory_families(cfg: Config, snap: Snapshot) -> Iterator[Metric]:
+    """The per-directory families: a function of the generations only."""
+    yield from _Usage(cfg, snap).families()
+
+
+class _Usage:
+    def __init__(self, cfg: Config, snap: Snapshot) -> None:
+        self.cfg = cfg
+        self.snap = snap
+
+    def families(self) -> Iterator[Metric]:
+        cfg, snap = self.cfg, self.snap
+        labels = ["path", "level"]
+        size = GaugeMetricFamily(
+            "node_disk_usage_bytes",
+            f"Disk usage of the directory and everything below it, like "
+            f"du ({'du -sB1' if cfg.size_mode == 'disk' else 'du -sb'}); "
+            f"as of the last completed scan.",
+            labels=labels,
+        )
+        # SPEC names these *_count; promtool's linter reserves that suffix
+        # for histograms and summaries of every type but untyped, so they
+        # are exposed untyped (a gauge in all but the TYPE line).
+        files = UnknownMetricFamily(
+            "node_disk_usage_file_count",
+            "Non-directory entries below the directory, recursively; as of "
+            "the last completed scan.",
+            labels=labels,
+        )
+        dirs = UnknownMetricFamily(
+            "node_disk_usage_directory_count",
+            "Directories below the directory, recursively; as of the last "
+            "completed scan.",
+            labels=labels,
+        )
+        mtime = GaugeMetricFamily(
+            "node_disk_usage_latest_mtime_seconds",
+            "Newest modification time in the directory's subtree; as of "
+            "the last completed scan.",
+            labels=labels,
+        )
+        levels = {os.fsencode(r.path): r.level for r in cfg.roots}
+        for row in snap.rows:
+            if row.level > levels.get(row.root, -1):
+                continue  # from a root or level no longer configured
+            value = [label_path(row.path), str(row.level)]
+            size.add_metric(
+                value, row.disk if cfg.size_mode == "disk" else row.apparent
+            )
+            files.add_metric(value, row.files)
+            dirs.add_metric(value, row.dirs)
+            mtime.add_metric(value, row.mtime)
+        yield size
+        if cfg.file_count:
+            yield files
+        if cfg.dir_count:
+            yield dirs
+        yield mtime
+        if cfg.size_bucket:
+            yield self._histogram(cfg, snap)
+
+    @staticmethod
+    def _histogram(cfg: Config, snap: Snapshot) -> Metric:
+        hist = HistogramMetricFamily(
+            "node_disk_usage_file_size_bytes",
+            "Sizes (apparent, st_size) of the regular files below each "
+            "walked root; as of the last completed scan.",
+            labels=["path"],
+        )
+        for walk in plan_walks(cfg.roots):
+            gen = snap.generations.get(walk.top)
+            if gen is None or not gen.histogram:
+                continue
+            counts = accumulate(n for _, n in gen.histogram)
+            buckets = [
+                (_bound(le), float(n))
+                for (le, _), n in zip(gen.histogram, counts, strict=True)
+            ]
+            hist.add_metric([label_path(walk.top)], buckets, gen.histogram_sum)
+        return hist

@@ -14,7 +14,7 @@ import os
 import sqlite3
 import urllib.parse
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +80,11 @@ class Snapshot:
 
     generations: dict[bytes, Generation]
     rows: list[DirRow]
+
+    @property
+    def key(self) -> tuple[tuple[bytes, int], ...]:
+        """The same as :meth:`Reader.generation_key` for this snapshot."""
+        return tuple(sorted((root, g.id) for root, g in self.generations.items()))
 
 
 _GEN_COLUMNS = "id, root, started, finished, entries, unreadable, histogram"
@@ -306,12 +311,18 @@ class Reader:
     so it is safe from any thread and sees one consistent state.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(
+        self, path: Path, tracer: Callable[[str], None] | None = None
+    ) -> None:
         self.path = path
+        #: Called with every SQL statement run (tests, benchmarks).
+        self.tracer = tracer
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
         conn = connect(self.path, readonly=True)
+        if self.tracer is not None:
+            conn.set_trace_callback(self.tracer)
         try:
             conn.execute("BEGIN")
             yield conn
@@ -357,6 +368,20 @@ class Reader:
                 )
             ]
 
+    def generation_key(self) -> tuple[tuple[bytes, int], ...]:
+        """(root, id) of the latest complete generation of every root.
+
+        The cheap check a scrape makes before deciding whether what it
+        rendered last time is still current.
+        """
+        with self._read() as c:
+            return tuple(
+                (bytes(root), int(gen)) for root, gen in c.execute(
+                    "SELECT root, max(id) FROM generations"
+                    " WHERE status = 'complete' GROUP BY root ORDER BY root"
+                )
+            )
+
     def schema_version(self) -> int:
         with self._read() as c:
             return user_version(c)
@@ -364,6 +389,17 @@ class Reader:
     def integrity(self) -> list[str]:
         with self._read() as c:
             return [str(r[0]) for r in c.execute("PRAGMA integrity_check")]
+
+    @contextmanager
+    def session(self) -> Iterator[ReadSession]:
+        """Several reads in one transaction: one consistent state.
+
+        A scan completing meanwhile (and pruning an old generation) is
+        not seen until the session ends, so the generations listed are
+        the ones whose rows are read.
+        """
+        with self._read() as c:
+            yield ReadSession(c)
 
     def size_bytes(self) -> int:
         total = 0
@@ -373,4 +409,42 @@ class Reader:
         return total
 
 
-__all__ = ["SCHEMA_VERSION", "DirRow", "Generation", "Reader", "Snapshot", "Store", "UnitRow"]
+class ReadSession:
+    """Reads inside one :meth:`Reader.session` transaction."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def complete_generations(self) -> list[Generation]:
+        """Every complete generation of every root, oldest first."""
+        return [
+            _generation(r) for r in self.conn.execute(
+                f"SELECT {_GEN_COLUMNS} FROM generations"  # noqa: S608 - constant columns
+                " WHERE status = 'complete' ORDER BY id"
+            )
+        ]
+
+    def rows(self, gen: int, under: bytes = b"/") -> Iterator[DirRow]:
+        """Exported rows of ``gen`` at or below ``under``, by path.
+
+        Rows come straight off the cursor (memory stays constant however
+        many there are); consume them before the session ends.  Paths
+        sort bytewise, as Python sorts ``bytes``.
+        """
+        sql = (
+            f"SELECT {_ROW_COLUMNS} FROM units"  # noqa: S608 - constant columns
+            " WHERE gen = ? AND root IS NOT NULL"
+        )
+        args: tuple[object, ...] = (gen,)
+        if under != b"/":
+            # Everything in [under + "/", under + "0"): "0" follows "/".
+            sql += " AND (path = ? OR (path >= ? AND path < ?))"
+            args += (under, under + b"/", under + b"0")
+        for r in self.conn.execute(sql + " ORDER BY path", args):
+            yield DirRow(*r)
+
+
+__all__ = [
+    "SCHEMA_VERSION", "DirRow", "Generation", "ReadSession", "Reader",
+    "Snapshot", "Store", "UnitRow",
+]

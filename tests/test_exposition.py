@@ -1,0 +1,120 @@
+"""/metrics rendering: cached per generation, consistent, negotiated."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as om_parse,
+)
+from prometheus_client.parser import text_string_to_metric_families
+
+from du_exporter.exposition import Exposition
+from du_exporter.store import Reader, Store, UnitRow
+from helpers import Scanner, du, write
+
+
+OM = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+
+
+def sizes(text: str) -> dict[bytes, float]:
+    return {
+        os.fsencode(s.labels["path"]): s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name == "node_disk_usage_bytes"
+    }
+
+
+class Fixture:
+    def __init__(self, scanner: Scanner, root: Path) -> None:
+        self.scanner = scanner
+        self.root = root
+        self.cfg = scanner.config(analyzed_path=str(root), dir_level=1)
+        self.queries: list[str] = []
+        self.fresh = CollectorRegistry()
+        self.gauge = Gauge("fresh_value", "changes per scrape", registry=self.fresh)
+        reader = Reader(self.cfg.db_path, tracer=self.queries.append)
+        self.exp = Exposition(reader, lambda: self.cfg, self.fresh)
+
+    def scan(self) -> None:
+        self.scanner.scan(analyzed_path=str(self.root), dir_level=1)
+
+    def text(self, accept: str = "", encoding: str = "") -> str:
+        out = self.exp.render(accept, encoding)
+        body = gzip.decompress(out.body) if out.gzipped else out.body
+        return body.decode()
+
+
+def make(scanner: Scanner, tmp_path: Path) -> Fixture:
+    root = tmp_path / "t"
+    write(root / "a" / "f", 10_000)
+    write(root / "b" / "g", 20_000)
+    fx = Fixture(scanner, root)
+    fx.scan()
+    return fx
+
+
+class TestCache:
+    """The directory families are rendered once per generation."""
+
+    def test_unchanged_generation_is_not_read_again(self, scanner, tmp_path):
+        fx = make(scanner, tmp_path)
+        first = fx.text()
+        fx.queries.clear()
+        for i in range(5):
+            fx.gauge.set(i)
+            text = fx.text()
+            assert f"fresh_value {float(i)}" in text  # fresh half is fresh
+        assert 1 == fx.exp.renders
+        assert [] == [q for q in fx.queries if "FROM units" in q]
+        assert sizes(first) == sizes(text)
+
+    def test_new_generation_is_rendered(self, scanner, tmp_path):
+        fx = make(scanner, tmp_path)
+        fx.text()
+        shutil.rmtree(fx.root / "b")
+        write(fx.root / "c" / "h", 50_000)
+        fx.scan()
+        text = fx.text()
+        assert 2 == fx.exp.renders
+        assert du(fx.root, "-B1", "--max-depth=1") == sizes(text)
+
+    def test_running_scan_is_invisible(self, scanner, tmp_path):
+        """A generation being written never shows, not even in part."""
+        fx = make(scanner, tmp_path)
+        before = sizes(fx.text())
+        store = Store.open(fx.cfg.db_path)
+        try:
+            gen = store.begin_generation(os.fsencode(fx.root), 0.0)
+            row = UnitRow(0, None, 0, os.fsencode(fx.root), os.fsencode(fx.root),
+                          0, 1, 1, 0, 0, 0.0)
+            store.write_batch(gen, [row], [])
+            assert before == sizes(fx.text())
+            assert before == sizes(Exposition(Reader(fx.cfg.db_path), lambda: fx.cfg, fx.fresh).render("", "").body.decode())
+        finally:
+            store.close()
+
+
+class TestFormats:
+    """Text, OpenMetrics and gzip carry the same samples."""
+
+    def test_openmetrics_ends_once(self, scanner, tmp_path):
+        fx = make(scanner, tmp_path)
+        text = fx.text(OM)
+        assert text.endswith("# EOF\n")
+        assert 1 == text.count("# EOF")
+        names = {f.name for f in om_parse(text)}  # type: ignore[no-untyped-call]
+        assert {"node_disk_usage_bytes", "fresh_value"} <= names
+
+    def test_gzip_is_the_same_text(self, scanner, tmp_path):
+        fx = make(scanner, tmp_path)
+        plain = fx.text()
+        assert plain == fx.text(encoding="gzip")
+        assert fx.text(OM) == fx.text(OM, "gzip, deflate")
+        assert du(fx.root, "-B1", "--max-depth=1") == sizes(plain)
