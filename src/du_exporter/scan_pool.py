@@ -51,9 +51,11 @@ class _Done:
 class _Worker:
     """One worker process and the thread that reads its results."""
 
-    def __init__(self, hunger_fd: int, done: queue.SimpleQueue[_Done]) -> None:
+    def __init__(
+        self, hunger_fd: int, done: queue.SimpleQueue[_Done], level: str
+    ) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "du_exporter.worker", str(hunger_fd)],
+            [sys.executable, "-m", "du_exporter.worker", str(hunger_fd), level],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             pass_fds=(hunger_fd,),
@@ -93,8 +95,9 @@ class _Worker:
 class ScanPool:
     """``procs`` worker processes, kept between scans."""
 
-    def __init__(self, procs: int) -> None:
+    def __init__(self, procs: int, priority: str = "normal") -> None:
         self.procs = procs
+        self.priority = priority
         self._hunger_fd = os.memfd_create("du-exporter-hunger")
         os.ftruncate(self._hunger_fd, MappedHunger.SIZE)
         self.hunger = MappedHunger(self._hunger_fd)
@@ -108,7 +111,8 @@ class ScanPool:
         for w in self._workers:
             w.kill()
         self._workers = [
-            _Worker(self._hunger_fd, self._done) for _ in range(self.procs)
+            _Worker(self._hunger_fd, self._done, self.priority)
+            for _ in range(self.procs)
         ]
 
     def __enter__(self) -> Self:
@@ -121,6 +125,13 @@ class ScanPool:
         tb: TracebackType | None,
     ) -> None:
         self.terminate()
+
+    def alive(self) -> bool:
+        """Every worker process is running."""
+        return bool(self._workers) and all(w.alive() for w in self._workers)
+
+    def pids(self) -> list[int]:
+        return [w.proc.pid for w in self._workers]
 
     def terminate(self) -> None:
         """Kill the workers now, even mid-unit, and reap them."""

@@ -1,4 +1,4 @@
-"""A scan worker process: ``python -m du_exporter.worker HUNGER_FD``.
+"""A scan worker process: ``python -m du_exporter.worker HUNGER_FD [PRIORITY]``.
 
 It reads tasks (a plan and a unit) as length-prefixed pickles on stdin
 and writes results the same way on stdout, one at a time, until stdin
@@ -14,6 +14,7 @@ import sys
 
 from typing import IO
 
+from du_exporter import priority
 from du_exporter.scan import MappedHunger, scan_unit
 
 
@@ -41,6 +42,10 @@ def main() -> None:
     # Ctrl-C reaches the whole process group: the parent decides.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     hunger = MappedHunger(int(sys.argv[1]))
+    if len(sys.argv) > 2:  # noqa: PLR2004 - the optional priority argument
+        for problem in priority.apply(sys.argv[2]):
+            # The parent forwards stderr to its log; keep scanning.
+            sys.stderr.write(f"du-exporter worker: scan-priority: {problem}\n")
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     while (frame := read_frame(stdin)) is not None:
         plan, unit = pickle.loads(frame)  # noqa: S301 - from our parent only

@@ -1,0 +1,57 @@
+"""CPU and I/O priority of the scan workers (``scan-priority``).
+
+``normal`` changes nothing; ``low`` is ``nice 10`` plus the lowest
+best-effort I/O priority; ``idle`` is ``nice 19`` plus the idle I/O class
+(the disk serves the scan only when nobody else wants it).  The I/O class
+is honoured by the BFQ and CFQ schedulers and by NFS servers' own
+queues only indirectly; ``max-iops`` is the hard budget.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+
+
+LEVELS = ("normal", "low", "idle")
+_NICE = {"normal": 0, "low": 10, "idle": 19}
+# ioprio_set(2): (class << 13) | data; best-effort = 2, idle = 3.
+_IOPRIO = {"normal": None, "low": (2 << 13) | 7, "idle": 3 << 13}
+_IOPRIO_WHO_PROCESS = 1
+_SYSCALL = {"x86_64": 251, "aarch64": 30, "i686": 289, "armv7l": 314}
+
+
+def apply(level: str) -> list[str]:
+    """Lower this process's priority; return what could not be done."""
+    problems = []
+    if _NICE[level]:
+        try:
+            os.nice(_NICE[level])
+        except OSError as e:
+            problems.append(f"nice: {e.strerror}")
+    value = _IOPRIO[level]
+    if value is not None:
+        problems += _set_ioprio(value)
+    return problems
+
+
+def _set_ioprio(value: int) -> list[str]:
+    nr = _SYSCALL.get(platform.machine())
+    if nr is None:
+        return [f"ioprio_set: unknown on {platform.machine()}"]
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.syscall(nr, _IOPRIO_WHO_PROCESS, 0, value) != 0:
+        return [f"ioprio_set: {os.strerror(ctypes.get_errno())}"]
+    return []
+
+
+def ioprio_of(pid: int) -> int:
+    """ioprio_get(2) of a process (for tests); -1 where unknown."""
+    nr = {"x86_64": 252, "aarch64": 31, "i686": 290, "armv7l": 315}.get(
+        platform.machine()
+    )
+    if nr is None:
+        return -1
+    libc = ctypes.CDLL(None, use_errno=True)
+    return int(libc.syscall(nr, _IOPRIO_WHO_PROCESS, pid))

@@ -1,0 +1,92 @@
+"""The worker pool: priorities, dead workers, clean shutdown."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+from pathlib import Path
+
+import pytest
+
+from du_exporter.errors import ScanError
+from du_exporter.priority import ioprio_of
+from du_exporter.scan import Plan, Unit, UnitResult
+from du_exporter.scan_pool import ScanPool
+from helpers import du, write
+
+
+def plan_for(root: Path, iops: float = 0.0) -> tuple[Plan, Unit]:
+    st = os.stat(root)
+    plan = Plan(
+        exports=((os.fsencode(root), 1),),
+        ignore=(),
+        one_file_system=False,
+        follow_symlinks=False,
+        root_dev=st.st_dev,
+        iops=iops,
+    )
+    top = Unit(os.fsencode(root), b"", st.st_blocks * 512, st.st_size,
+               st.st_mtime, dev=st.st_dev)
+    return plan, top
+
+
+def nice_of(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return int(fields[16])
+
+
+class TestPriority:
+    """scan-priority lowers the workers, not the exporter."""
+
+    @pytest.mark.parametrize(
+        ("level", "nice", "ioclass"), [("normal", 0, None), ("low", 10, 2), ("idle", 19, 3)]
+    )
+    def test_levels(self, tmp_path, level, nice, ioclass):
+        write(tmp_path / "t" / "f", 10)
+        plan, top = plan_for(tmp_path / "t")
+        with ScanPool(2, level) as pool:
+            pool.walk(plan, top, lambda *_: None, threading.Event())
+            for pid in pool.pids():
+                deadline = time.monotonic() + 10  # until the worker started
+                while nice_of(pid) != nice + os.nice(0) and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                assert nice + os.nice(0) == nice_of(pid)
+                if ioclass is not None:
+                    assert ioclass == ioprio_of(pid) >> 13
+        assert 0 == nice_of(os.getpid()) - os.nice(0)
+
+
+class TestFailures:
+    """A dead worker fails the walk; it never hangs."""
+
+    def test_killed_worker_fails_the_scan(self, tmp_path):
+        root = tmp_path / "t"
+        for i in range(200):
+            (root / f"d{i}").mkdir(parents=True)
+        plan, top = plan_for(root, iops=50)  # slow: ~2 s per worker
+
+        with ScanPool(2) as pool:
+            killer = threading.Timer(0.5, lambda: [os.kill(p, signal.SIGKILL) for p in pool.pids()])
+            killer.start()
+            started = time.monotonic()
+            with pytest.raises(ScanError, match="scan worker failed"):
+                pool.walk(plan, top, lambda *_: None, threading.Event())
+            assert time.monotonic() - started < 10
+            # The pool starts fresh workers for the next walk.
+            results: list[UnitResult] = []
+            plan, top = plan_for(root)
+            pool.walk(plan, top, lambda r, *_: results.append(r), threading.Event())
+            assert du(root, "-sB1")[os.fsencode(root)] == sum(r.disk for r in results)
+
+    def test_terminate_reaps_everything(self, tmp_path):
+        write(tmp_path / "t" / "f", 10)
+        pool = ScanPool(2)
+        pids = pool.pids()
+        pool.terminate()
+        assert not pool.alive()
+        for pid in pids:
+            with pytest.raises(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
