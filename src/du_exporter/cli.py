@@ -56,8 +56,10 @@ HELP = {
     "scan-engine": "auto (the C reader when built), c or python.",
     "log-level": "debug, info, warning or error [default: info].",
     "log-format": "json, console or auto (console on a terminal).",
-    "web-config-file": "Not implemented yet (TLS, basic auth).",
-    "basic-auth-users": "Not implemented yet (basic auth).",
+    "web-config-file": "TLS, basic auth and headers: a Prometheus "
+    "exporter-toolkit web config file.",
+    "basic-auth-users": "Users and bcrypt hashes, USER=HASH,...; merged "
+    "with the web config's basic_auth_users.",
 }
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from du_exporter import web_config
 from du_exporter.errors import ConfigError
 from du_exporter.scan import engine_available
 
@@ -60,6 +61,11 @@ class Config:
     scan_engine: str
     log_level: str
     log_format: str
+    #: TLS, basic auth and headers (exporter-toolkit format); checked by
+    #: :func:`build`, loaded again by the server when it starts.
+    web_config_file: Path | None
+    #: (user, bcrypt hash) pairs, merged with the web config's users.
+    basic_auth_users: tuple[tuple[str, str], ...]
 
     def summary(self) -> dict[str, Any]:
         """The effective configuration as plain data, keyed like the file."""
@@ -72,6 +78,11 @@ class Config:
                 out["bind-address"] = format_address(value, self.bind_port)
             elif f.name == "bind_port":
                 continue
+            elif f.name == "basic_auth_users":
+                # A hash is not the password, but nothing shows it either.
+                out["basic-auth-users"] = {u: "<secret>" for u, _ in value}
+            elif value is None:
+                out[f.name.replace("_", "-")] = None
             elif isinstance(value, Path):
                 out[f.name.replace("_", "-")] = str(value)
             elif isinstance(value, tuple):
@@ -231,6 +242,41 @@ def _as_log_format(value: object, key: str) -> str:
     return _choice("auto", "json", "console")(value, key)
 
 
+def _as_optional_path(value: object, key: str) -> Path | None:
+    return None if value is None or value == "" else _as_path(value, key)
+
+
+def _as_users(value: object, key: str) -> tuple[tuple[str, str], ...]:
+    """user: bcrypt hash; ``USER=HASH,USER=HASH`` from a flag or variable.
+
+    Hashes hold ``$``, ``/`` and ``.`` but never ``,`` or ``=``, so the
+    last ``=`` of an item ends the user name.
+    """
+    if isinstance(value, str):
+        pairs: dict[object, object] = {}
+        for item in filter(None, (p.strip() for p in value.split(","))):
+            user, sep, hashed = item.rpartition("=")
+            if not sep or not user:
+                # Not quoted: it may hold a password pasted by mistake.
+                raise _fail(key, "each item must be USER=BCRYPT_HASH")
+            if user in pairs:
+                raise _fail(key, f"user {user!r} is listed twice")
+            pairs[user] = hashed
+        value = pairs
+    if value is None:
+        return ()
+    if not isinstance(value, dict):
+        raise _fail(key, "is not a map of user: bcrypt hash")
+    try:
+        users = {
+            web_config.check_user(u): web_config.check_hash(str(u), h)
+            for u, h in value.items()
+        }
+    except ValueError as e:
+        raise _fail(key, str(e)) from None
+    return tuple(sorted(users.items()))
+
+
 PARSERS: dict[str, Callable[[object, str], Any]] = {
     "analyzed-path": _as_root,
     "dir-level": _as_int,
@@ -254,14 +300,10 @@ PARSERS: dict[str, Callable[[object, str], Any]] = {
     "scan-engine": _as_engine,
     "log-level": _choice(*LOG_LEVELS),
     "log-format": _as_log_format,
+    "web-config-file": _as_optional_path,
+    "basic-auth-users": _as_users,
 }
-UNSUPPORTED = {
-    "web-config-file": "TLS and basic auth are not implemented in this "
-    "version; put a reverse proxy in front (see README)",
-    "basic-auth-users": "basic auth is not implemented in this version; "
-    "put a reverse proxy in front (see README)",
-}
-KEYS = tuple(PARSERS) + tuple(UNSUPPORTED)
+KEYS = tuple(PARSERS)
 BOOLEAN_KEYS = frozenset(k for k, p in PARSERS.items() if p is _as_bool)
 
 
@@ -293,8 +335,6 @@ def defaults(environ: Mapping[str, str]) -> dict[str, object]:
 
 def _check_key(key: object, source: str) -> str:
     if isinstance(key, str) and key in KEYS:
-        if key in UNSUPPORTED:
-            raise _fail(key, UNSUPPORTED[key])
         return key
     hint = difflib.get_close_matches(str(key), KEYS, n=1)
     suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
@@ -383,7 +423,16 @@ def build(
         scan_engine=v["scan-engine"],
         log_level=v["log-level"],
         log_format=v["log-format"],
+        **_web(v),
     )
+
+
+def _web(v: Mapping[str, Any]) -> dict[str, Any]:
+    """The two web keys, the file loaded once so a bad one stops here."""
+    path: Path | None = v.get("web-config-file")
+    users: tuple[tuple[str, str], ...] = v.get("basic-auth-users", ())
+    web_config.load(path, users)
+    return {"web_config_file": path, "basic_auth_users": users}
 
 
 def _roots(v: Mapping[str, Any], source_of: Mapping[str, int]) -> tuple[Root, ...]:

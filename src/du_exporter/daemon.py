@@ -36,6 +36,7 @@ from du_exporter.scan_pool import ScanPool
 from du_exporter.serve import Pages, ServerHandle, start_server
 from du_exporter.status import ScanStatus
 from du_exporter.store import Reader, Store
+from du_exporter.web_config import load as load_web_config
 from du_exporter.writer import Writer, plan_walks
 
 
@@ -116,13 +117,16 @@ class Daemon:
             ready=lambda: is_ready(self.config, self.reader),
         )
         cfg = self.config
+        # Read again (build() checked it): certificates may have been
+        # renewed since.  A file broken in between is a ConfigError.
+        web = load_web_config(cfg.web_config_file, cfg.basic_auth_users)
         try:
-            server = start_server(pages, cfg.bind_host, cfg.bind_port)
+            server = start_server(pages, cfg.bind_host, cfg.bind_port, web=web)
         except OSError as e:
             addr = format_address(cfg.bind_host, cfg.bind_port)
             msg = f"bind-address {addr!r}: cannot listen: {e.strerror}"
             raise DuExporterError(msg) from None
-        log.info("listening", url=server.url)
+        log.info("listening", url=server.url, basic_auth=bool(web and web.users))
         return server
 
     def run(self, stop: threading.Event, reload: threading.Event) -> None:

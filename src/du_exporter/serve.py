@@ -7,7 +7,14 @@ of its own and knows nothing about scans or the store.
 
 A slow or stalled client cannot starve the others: each connection gets a
 socket timeout, and at most ``max_threads`` connections are served at
-once; beyond that the server answers 503 at once and closes.
+once; beyond that the server answers 503 at once and closes (over TLS it
+just closes: a handshake on the accept loop could block it).
+
+With a :class:`~du_exporter.web_config.WebConfig` the listening socket
+is wrapped in its TLS context, and each connection's handshake runs in
+the connection's own thread, under the same timeout.  Basic auth guards
+every path but the two health checks, and the configured headers go on
+every response.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import contextlib
 import gzip
 import socket
 import socketserver
+import ssl
 import threading
 
 from collections.abc import Callable
@@ -35,15 +43,26 @@ from prometheus_client.exposition import (
 )
 from prometheus_client.registry import CollectorRegistry
 
+from du_exporter.web_config import BasicAuth, WebConfig
+
 
 _TEXT = "text/plain; charset=utf-8"
 _HTML = "text/html; charset=utf-8"
 _ALLOWED = "GET, HEAD"
-_BUSY = (
-    b"HTTP/1.0 503 Service Unavailable\r\n"
-    b"Content-Type: text/plain; charset=utf-8\r\n"
-    b"Content-Length: 5\r\nConnection: close\r\n\r\nBusy\n"
-)
+# Load balancers and orchestrators probe these without credentials.
+_OPEN_ROUTES = frozenset({"/-/healthy", "/-/ready"})
+_REALM = 'Basic realm="du-exporter"'
+
+
+def _busy_reply(headers: tuple[tuple[str, str], ...]) -> bytes:
+    lines = [
+        "HTTP/1.0 503 Service Unavailable",
+        "Content-Type: text/plain; charset=utf-8",
+        "Content-Length: 5",
+        "Connection: close",
+        *(f"{name}: {value}" for name, value in headers),
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\nBusy\n").encode("latin-1")
 
 
 @dataclass(frozen=True)
@@ -109,6 +128,11 @@ _NOT_ALLOWED = _Response(
     b"Method Not Allowed",
     headers=(("Allow", _ALLOWED),),
 )
+_UNAUTHORIZED = _Response(
+    HTTPStatus.UNAUTHORIZED,
+    b"Unauthorized",
+    headers=(("WWW-Authenticate", _REALM),),
+)
 _ROUTES: dict[str, Callable[[Pages, Message], _Response]] = {
     "/metrics": _metrics,
     "/": _landing,
@@ -135,10 +159,25 @@ def _render_page(pages: Pages, path: str, headers: Message) -> _Response:
 
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
+    _handshake_failed = False
 
     def setup(self) -> None:
         super().setup()
         self.connection.settimeout(self.server.request_timeout)
+        if isinstance(self.connection, ssl.SSLSocket):
+            try:
+                self.connection.do_handshake()
+            except OSError as e:  # ssl.SSLError, timeout, reset
+                self._handshake_failed = True
+                structlog.get_logger().info(
+                    "tls_handshake_failed",
+                    client=self.client_address[0],
+                    error=str(e),
+                )
+
+    def handle(self) -> None:
+        if not self._handshake_failed:
+            super().handle()
 
     def parse_request(self) -> bool:
         # Every method but GET and HEAD gets 405 here, before dispatch,
@@ -152,11 +191,29 @@ class _Handler(BaseHTTPRequestHandler):
         return False
 
     def do_GET(self) -> None:
-        self._send(_render_page(self.server.pages, self.path, self.headers))
+        self._send(self._page())
 
     def do_HEAD(self) -> None:
-        page = _render_page(self.server.pages, self.path, self.headers)
-        self._send(page, body=False)
+        self._send(self._page(), body=False)
+
+    def _page(self) -> _Response:
+        auth = self.server.auth
+        if (
+            auth is not None
+            and urlsplit(self.path).path not in _OPEN_ROUTES
+            and not auth.check(self.headers.get("Authorization"))
+        ):
+            structlog.get_logger().debug(
+                "http_unauthorized", client=self.client_address[0]
+            )
+            return _UNAUTHORIZED
+        return _render_page(self.server.pages, self.path, self.headers)
+
+    def end_headers(self) -> None:
+        # Every response, error pages from the base class included.
+        for name, value in self.server.extra_headers:
+            self.send_header(name, value)
+        super().end_headers()
 
     def _send(self, response: _Response, *, body: bool = True) -> None:
         self.send_response(response.status)
@@ -186,13 +243,23 @@ class _Server(ThreadingHTTPServer):
         *,
         max_threads: int,
         request_timeout: float,
+        web: WebConfig | None,
     ) -> None:
         self.pages = pages
         self.request_timeout = request_timeout
         self._slots = threading.BoundedSemaphore(max_threads)
+        self.auth = BasicAuth(web.users) if web and web.users else None
+        self.extra_headers = web.headers if web else ()
+        self._busy = _busy_reply(self.extra_headers)
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
+        self.tls = bool(web and web.ssl_context)
+        if web and web.ssl_context:
+            # No handshake here: accept() must never wait on a client.
+            self.socket = web.ssl_context.wrap_socket(
+                self.socket, server_side=True, do_handshake_on_connect=False
+            )
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind() calls socket.getfqdn(), a DNS lookup
@@ -222,11 +289,13 @@ class _Server(ThreadingHTTPServer):
     def _reject(self, request: socket.socket) -> None:
         # Runs on the accept loop, so it must never block.  Reading what
         # the client already sent avoids a reset that would eat the 503.
-        request.setblocking(False)
-        with contextlib.suppress(OSError):
-            request.recv(65536)
-        with contextlib.suppress(OSError):
-            request.send(_BUSY)
+        # A TLS client cannot read a plain 503: it only sees the close.
+        if not isinstance(request, ssl.SSLSocket):
+            request.setblocking(False)
+            with contextlib.suppress(OSError):
+                request.recv(65536)
+            with contextlib.suppress(OSError):
+                request.send(self._busy)
         self.shutdown_request(request)
 
     def handle_error(self, _request: Any, client_address: Any) -> None:
@@ -246,7 +315,8 @@ class ServerHandle:
         self.host: str = str(server.server_address[0])
         self.port: int = int(server.server_address[1])
         netloc = f"[{self.host}]" if ":" in self.host else self.host
-        self.url: str = f"http://{netloc}:{self.port}"
+        scheme = "https" if server.tls else "http"
+        self.url: str = f"{scheme}://{netloc}:{self.port}"
 
     def close(self) -> None:
         """Stop serving, close the socket and join the thread; idempotent."""
@@ -266,16 +336,19 @@ def start_server(
     *,
     max_threads: int = 32,
     request_timeout: float = 30.0,
+    web: WebConfig | None = None,
 ) -> ServerHandle:
     """Serve *pages* on *host*:*port* (0 picks a free port) in a thread.
 
-    Raises :class:`OSError` when the address cannot be bound.
+    *web* adds TLS, basic auth and response headers.  Raises
+    :class:`OSError` when the address cannot be bound.
     """
     server = _Server(
         (host, port),
         pages,
         max_threads=max_threads,
         request_timeout=request_timeout,
+        web=web,
     )
     thread = threading.Thread(
         target=server.serve_forever,
