@@ -69,7 +69,11 @@ class TestFailures:
         plan, top = plan_for(root, iops=50)  # slow: ~2 s per worker
 
         with ScanPool(2) as pool:
-            killer = threading.Timer(0.5, lambda: [os.kill(p, signal.SIGKILL) for p in pool.pids()])
+            def kill_all() -> None:
+                for pid in pool.pids():
+                    os.kill(pid, signal.SIGKILL)
+
+            killer = threading.Timer(0.5, kill_all)
             killer.start()
             started = time.monotonic()
             with pytest.raises(ScanError, match="scan worker failed"):

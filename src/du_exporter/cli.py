@@ -54,6 +54,8 @@ HELP = {
     "max-iops": "Directory reads plus stats per second, whole pool; 0 = "
     "unlimited.",
     "scan-engine": "auto (the C reader when built), c or python.",
+    "scan-priority": "Workers' CPU/IO priority: normal, low (nice 10, "
+    "best-effort 7) or idle (nice 19, idle I/O class).",
     "log-level": "debug, info, warning or error [default: info].",
     "log-format": "json, console or auto (console on a terminal).",
     "web-config-file": "TLS, basic auth and headers: a Prometheus "
@@ -129,7 +131,7 @@ def cli(ctx: click.Context, /, config_file: Path | None, **params: Any) -> None:
     config = settings.load()
     configure_logging(config.log_level, config.log_format)
     if config.mode == "file":
-        ctx.exit(run_once(config))
+        ctx.exit(run_once(config, progress=sys.stderr))
     _serve(config, settings.load)
 
 

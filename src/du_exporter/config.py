@@ -59,6 +59,7 @@ class Config:
     size_bucket: bool
     max_iops: int
     scan_engine: str
+    scan_priority: str
     log_level: str
     log_format: str
     #: TLS, basic auth and headers (exporter-toolkit format); checked by
@@ -298,6 +299,7 @@ PARSERS: dict[str, Callable[[object, str], Any]] = {
     "size-bucket": _as_bool,
     "max-iops": _as_int,
     "scan-engine": _as_engine,
+    "scan-priority": _choice("normal", "low", "idle"),
     "log-level": _choice(*LOG_LEVELS),
     "log-format": _as_log_format,
     "web-config-file": _as_optional_path,
@@ -328,6 +330,7 @@ def defaults(environ: Mapping[str, str]) -> dict[str, object]:
         "size-bucket": True,
         "max-iops": 0,
         "scan-engine": "auto",
+        "scan-priority": "normal",
         "log-level": "info",
         "log-format": "auto",
     }
@@ -421,6 +424,7 @@ def build(
         size_bucket=v["size-bucket"],
         max_iops=v["max-iops"],
         scan_engine=v["scan-engine"],
+        scan_priority=v["scan-priority"],
         log_level=v["log-level"],
         log_format=v["log-format"],
         **_web(v),

@@ -13,6 +13,7 @@ import time
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TextIO
 
 import structlog
 
@@ -32,6 +33,8 @@ from du_exporter.errors import (
     StoreError,
 )
 from du_exporter.landing import landing_page
+from du_exporter.notify import notify, start_watchdog
+from du_exporter.progress import Progress
 from du_exporter.scan_pool import ScanPool
 from du_exporter.serve import Pages, ServerHandle, start_server
 from du_exporter.status import ScanStatus
@@ -67,13 +70,18 @@ def is_ready(config: Config, reader: Reader) -> bool:
     return all(w.top in gens for w in plan_walks(config.roots))
 
 
-def run_once(config: Config) -> int:
+def run_once(config: Config, progress: TextIO | None = None) -> int:
     """Mode ``file``: scan every root, write the textfile, return the exit code."""
     store = Store.open(config.db_path)
     status = ScanStatus(_root_keys(config))
     try:
-        with ScanPool(config.max_procs) as pool:
-            ok = Writer(config, pool, store, status).scan_all(threading.Event())
+        with ScanPool(config.max_procs, config.scan_priority) as pool:
+            writer = Writer(config, pool, store, status)
+            if progress is not None and progress.isatty():
+                with Progress(status, progress):
+                    ok = writer.scan_all(threading.Event())
+            else:
+                ok = writer.scan_all(threading.Event())
         collector = UsageCollector(Reader(config.db_path), status, lambda: config)
         write_textfile(config.output_file, make_registry(collector, process_metrics=False))
     finally:
@@ -89,6 +97,16 @@ def write_textfile(path: Path, registry: CollectorRegistry) -> None:
     except OSError as e:
         msg = f"output-file {str(path)!r}: cannot write: {e.strerror}"
         raise DuExporterError(msg) from None
+
+
+def _serving(config: Config) -> tuple[object, ...]:
+    """What the HTTP server is built from."""
+    return (
+        config.bind_host,
+        config.bind_port,
+        config.web_config_file,
+        config.basic_auth_users,
+    )
 
 
 def _replace_db_path(config: Config, db_path: Path) -> Config:
@@ -132,21 +150,37 @@ class Daemon:
     def run(self, stop: threading.Event, reload: threading.Event) -> None:
         """Scan now and every interval until ``stop``; reload on ``reload``."""
         self.server = self._start_server()
-        self.pool = ScanPool(self.config.max_procs)
+        self.pool = ScanPool(self.config.max_procs, self.config.scan_priority)
+        notify("READY=1")  # the database is open and the port is bound
+        watchdog_stop = threading.Event()
+        start_watchdog(self._healthy, watchdog_stop)
         try:
             self._loop(stop, reload)
         finally:
+            notify("STOPPING=1")
+            watchdog_stop.set()
             self.pool.terminate()
             self.server.close()
             self.store.close()
             log.info("stopped")
+
+    def _healthy(self) -> bool:
+        """For the watchdog: the server and the scan workers are up."""
+        return (
+            self.server is not None
+            and self.server.alive()
+            and self.pool is not None
+            and self.pool.alive()
+        )
 
     def _loop(self, stop: threading.Event, reload: threading.Event) -> None:
         next_scan: float | None = time.monotonic()
         while not stop.is_set():
             if reload.is_set():
                 reload.clear()
+                notify("RELOADING=1")
                 self._reload()
+                notify("READY=1")
                 next_scan = time.monotonic()
             if next_scan is not None and time.monotonic() >= next_scan:
                 interval = self.config.scan_interval_minutes * 60
@@ -166,6 +200,11 @@ class Daemon:
         except StoreError as e:  # disk full, database locked: retry later
             log.error("store_failed", error=str(e))
 
+    def _restart_server(self) -> None:
+        assert self.server is not None  # noqa: S101 - set by run()
+        self.server.close()
+        self.server = self._start_server()
+
     def _reload(self) -> None:
         try:
             new = self.reload_config()
@@ -177,11 +216,20 @@ class Daemon:
         if new.db_path != old.db_path:
             log.warning("reload_ignored", key="db-path", reason="needs a restart")
             new = self.config = _replace_db_path(new, old.db_path)
-        if (new.bind_host, new.bind_port) != (old.bind_host, old.bind_port):
-            assert self.server is not None  # noqa: S101 - set by run()
-            self.server.close()
-            self.server = self._start_server()
-        if new.max_procs != old.max_procs and self.pool is not None:
+        if new.web_config_file is not None or _serving(new) != _serving(old):
+            # Also with an unchanged web config path: a renewed certificate.
+            try:
+                self._restart_server()
+            except DuExporterError as e:
+                log.error("reload_failed", error=str(e))
+                self.config = old
+                self.status.set_roots(_root_keys(old))
+                self._restart_server()
+                return
+        if self.pool is not None and (new.max_procs, new.scan_priority) != (
+            old.max_procs,
+            old.scan_priority,
+        ):
             self.pool.terminate()
-            self.pool = ScanPool(new.max_procs)
+            self.pool = ScanPool(new.max_procs, new.scan_priority)
         log.info("reloaded", config=new.summary())

@@ -318,6 +318,10 @@ class ServerHandle:
         scheme = "https" if server.tls else "http"
         self.url: str = f"{scheme}://{netloc}:{self.port}"
 
+    def alive(self) -> bool:
+        """The serving thread runs (for the systemd watchdog)."""
+        return self._thread.is_alive()
+
     def close(self) -> None:
         """Stop serving, close the socket and join the thread; idempotent."""
         with self._lock:
