@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import os
 import shutil
 import signal
@@ -81,6 +82,11 @@ class TestHttpMode:
             )
             assert headers["Content-Type"].startswith("application/openmetrics-text")
             assert body.rstrip().endswith(b"# EOF")
+            status, headers, body = exp.get("/metrics", {"Accept-Encoding": "gzip"})
+            assert "gzip" == headers["Content-Encoding"]
+            samples = parse(gzip.decompress(body).decode())
+            assert du(root, "-B1", "--max-depth=2") == usage(samples, root, 2)
+            assert value(samples, "du_exporter_build_info", **build_labels(samples)) == 1
 
     def test_missing_root_is_reported_not_fatal(self, tmp_path):
         root = tree(tmp_path / "t")
@@ -94,6 +100,14 @@ class TestHttpMode:
             )
             assert du(root, "-B1", "--max-depth=1") == usage(samples, root, 1)
             assert 503 == exp.get("/-/ready")[0]
+
+
+def build_labels(samples) -> dict[str, str]:
+    for name, labels in samples:
+        if name == "du_exporter_build_info":
+            return dict(labels)
+    msg = "no du_exporter_build_info"
+    raise AssertionError(msg)
 
 
 def value_of_version(samples) -> str:

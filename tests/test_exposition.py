@@ -46,9 +46,8 @@ class Fixture:
         self.scanner.scan(analyzed_path=str(self.root), dir_level=1)
 
     def text(self, accept: str = "", encoding: str = "") -> str:
-        out = self.exp.render(accept, encoding)
-        body = gzip.decompress(out.body) if out.gzipped else out.body
-        return body.decode()
+        body, _, gzipped = self.exp.render(accept, "gzip" in encoding)
+        return (gzip.decompress(body) if gzipped else body).decode()
 
 
 def make(scanner: Scanner, tmp_path: Path) -> Fixture:
@@ -96,7 +95,7 @@ class TestCache:
                           0, 1, 1, 0, 0, 0.0)
             store.write_batch(gen, [row], [])
             assert before == sizes(fx.text())
-            assert before == sizes(Exposition(Reader(fx.cfg.db_path), lambda: fx.cfg, fx.fresh).render("", "").body.decode())
+            assert before == sizes(Exposition(Reader(fx.cfg.db_path), lambda: fx.cfg, fx.fresh).render("", False)[0].decode())
         finally:
             store.close()
 

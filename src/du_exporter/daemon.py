@@ -24,7 +24,7 @@ from prometheus_client import (
     write_to_textfile,
 )
 
-from du_exporter.collect import UsageCollector
+from du_exporter.collect import HealthCollector, UsageCollector
 from du_exporter.config import Config, format_address
 from du_exporter.errors import (
     ConfigError,
@@ -32,6 +32,7 @@ from du_exporter.errors import (
     ScanAbortedError,
     StoreError,
 )
+from du_exporter.exposition import Exposition
 from du_exporter.landing import landing_page
 from du_exporter.notify import notify, start_watchdog
 from du_exporter.progress import Progress
@@ -129,10 +130,17 @@ class Daemon:
 
     def _start_server(self) -> ServerHandle:
         collector = UsageCollector(self.reader, self.status, lambda: self.config)
+        health = HealthCollector(self.reader, self.status, lambda: self.config)
+        exposition = Exposition(
+            self.reader,
+            lambda: self.config,
+            make_registry(health, process_metrics=True),
+        )
         pages = Pages(
             registry=make_registry(collector, process_metrics=True),
             landing=lambda: landing_page(self.config, self.reader, self.status),
             ready=lambda: is_ready(self.config, self.reader),
+            render=exposition.render,
         )
         cfg = self.config
         # Read again (build() checked it): certificates may have been

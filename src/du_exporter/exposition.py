@@ -18,9 +18,12 @@ import gzip
 import threading
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import (
+    CONTENT_TYPE_PLAIN_0_0_4,
+    CollectorRegistry,
+    generate_latest,
+)
 from prometheus_client.core import Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
@@ -32,13 +35,6 @@ from du_exporter.store import Reader
 
 _EOF = b"# EOF\n"
 _GZIP_LEVEL = 6
-
-
-@dataclass(frozen=True)
-class Rendered:
-    body: bytes
-    content_type: str
-    gzipped: bool
 
 
 class _Families(Collector):
@@ -69,15 +65,18 @@ class Exposition:
         #: How many times the directory families were rendered (a miss).
         self.renders = 0
 
-    def render(self, accept: str | None, accept_encoding: str | None) -> Rendered:
-        encoder, content_type = choose_encoder(accept or "")
+    def render(self, accept: str, gz: bool) -> tuple[bytes, str, bool]:
+        """Body, content type, gzipped: the shape ``Pages.render`` takes."""
+        try:
+            encoder, content_type = choose_encoder(accept)
+        except (TypeError, ValueError):  # a malformed version=: plain text
+            encoder, content_type = generate_latest, CONTENT_TYPE_PLAIN_0_0_4
         fmt = content_type.split(";", 1)[0]
-        gz = "gzip" in (accept_encoding or "")
         cached = self._cached(encoder, fmt, gz)
         fresh = encoder(self.fresh)
         if gz:
             fresh = gzip.compress(fresh, _GZIP_LEVEL, mtime=0)
-        return Rendered(cached + fresh, content_type, gz)
+        return cached + fresh, content_type, gz
 
     def _cached(
         self, encoder: Callable[[CollectorRegistry], bytes], fmt: str, gz: bool

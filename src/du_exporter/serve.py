@@ -75,6 +75,10 @@ class Pages:
     landing: Callable[[], str]
     #: ``/-/ready`` answers 200 when this returns True, else 503.
     ready: Callable[[], bool]
+    #: If set, renders ``/metrics`` instead of ``registry``: given the
+    #: Accept header and whether gzip is accepted, it returns the body,
+    #: its content type and whether the body is gzipped (a cache).
+    render: Callable[[str, bool], tuple[bytes, str, bool]] | None = None
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,15 @@ def _gzip_accepted(accept_encoding: str) -> bool:
 
 
 def _metrics(pages: Pages, headers: Message) -> _Response:
+    gzip_ok = _gzip_accepted(headers.get("Accept-Encoding", ""))
+    extra = [("Vary", "Accept, Accept-Encoding")]
+    if pages.render is not None:
+        body, content_type, gzipped = pages.render(
+            headers.get("Accept", ""), gzip_ok
+        )
+        if gzipped:
+            extra.append(("Content-Encoding", "gzip"))
+        return _Response(HTTPStatus.OK, body, content_type, tuple(extra))
     try:
         encoder, content_type = choose_encoder(headers.get("Accept", ""))
     except (TypeError, ValueError):
@@ -102,8 +115,7 @@ def _metrics(pages: Pages, headers: Message) -> _Response:
         # the classic text format, as for an Accept header it doesn't know.
         encoder, content_type = generate_latest, CONTENT_TYPE_PLAIN_0_0_4
     body = encoder(pages.registry)
-    extra = [("Vary", "Accept, Accept-Encoding")]
-    if _gzip_accepted(headers.get("Accept-Encoding", "")):
+    if gzip_ok:
         body = gzip.compress(body)
         extra.append(("Content-Encoding", "gzip"))
     return _Response(HTTPStatus.OK, body, content_type, tuple(extra))
