@@ -71,44 +71,19 @@ class UsageCollector:
 
 
     def _health(self, cfg: Config, snap: Snapshot) -> Iterator[Metric]:
-        fams = {
-            "duration": GaugeMetricFamily(
-                "du_exporter_scan_duration_seconds",
-                "Wall time of the last completed scan of the root.",
-                labels=["path"],
-            ),
-            "success": GaugeMetricFamily(
-                "du_exporter_last_success_timestamp_seconds",
-                "When the last completed scan of the root finished (0: none).",
-                labels=["path"],
-            ),
-            "entries": GaugeMetricFamily(
-                "du_exporter_scan_entries",
-                "Entries read by the last completed scan of the root.",
-                labels=["path"],
-            ),
-            "unreadable": GaugeMetricFamily(
-                "du_exporter_scan_unreadable_entries",
-                "Entries the last completed scan could not read (permission "
-                "denied, vanished); see the warning log for their paths.",
-                labels=["path"],
-            ),
-            "running": GaugeMetricFamily(
-                "du_exporter_scan_in_progress",
-                "1 while a scan of the root is running.",
-                labels=["path"],
-            ),
-            "progress": GaugeMetricFamily(
-                "du_exporter_scan_progress_entries",
-                "Entries read so far by the running scan of the root.",
-                labels=["path"],
-            ),
-            "age": GaugeMetricFamily(
-                "du_exporter_scan_age_seconds",
-                "Seconds since the last completed scan of the root finished.",
-                labels=["path"],
-            ),
-        }
+        """What only the live process knows, plus the time since a scan."""
+        running = _per_root(
+            "du_exporter_scan_in_progress",
+            "1 while a scan of the root is running.",
+        )
+        progress = _per_root(
+            "du_exporter_scan_progress_entries",
+            "Entries read so far by the running scan of the root.",
+        )
+        age = _per_root(
+            "du_exporter_scan_age_seconds",
+            "Seconds since the last completed scan of the root finished.",
+        )
         scans = CounterMetricFamily(
             "du_exporter_scans",
             "Scans of the root since start-up, by result.",
@@ -121,18 +96,13 @@ class UsageCollector:
             for root in walk.roots:
                 label = [label_path(root)]
                 if gen is not None:
-                    fams["duration"].add_metric(label, gen.finished - gen.started)
-                    fams["entries"].add_metric(label, gen.entries)
-                    fams["unreadable"].add_metric(label, gen.unreadable)
-                    fams["age"].add_metric(label, max(0.0, now - gen.finished))
-                fams["success"].add_metric(label, gen.finished if gen else 0)
+                    age.add_metric(label, max(0.0, now - gen.finished))
                 st = live.get(root)
-                fams["running"].add_metric(label, int(bool(st and st.in_progress)))
-                fams["progress"].add_metric(label, st.entries if st else 0)
+                running.add_metric(label, int(bool(st and st.in_progress)))
+                progress.add_metric(label, st.entries if st else 0)
                 for result in RESULTS:
                     scans.add_metric([*label, result], st.results[result] if st else 0)
-        yield from fams.values()
-        yield scans
+        yield from (running, progress, age, scans)
         yield GaugeMetricFamily(
             "du_exporter_database_size_bytes",
             "Size of the SQLite database file and its write-ahead log.",
@@ -148,16 +118,62 @@ class UsageCollector:
 
 
 class HealthCollector(UsageCollector):
-    """Only the self metrics: cheap, rendered fresh on every scrape."""
+    """Only the live self metrics: cheap, rendered fresh on every scrape."""
 
     def collect(self) -> Iterator[Metric]:
         cfg = self.config()
         yield from self._health(cfg, self.reader.snapshot(with_rows=False))
 
 
+def _per_root(name: str, doc: str) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, labels=["path"])
+
+
+def generation_families(cfg: Config, snap: Snapshot) -> Iterator[Metric]:
+    """Facts of the generations served: cached with the directory rows."""
+    fams = (
+        _per_root(
+            "du_exporter_scan_duration_seconds",
+            "Wall time of the last completed scan of the root.",
+        ),
+        _per_root(
+            "du_exporter_last_success_timestamp_seconds",
+            "When the last completed scan of the root finished (0: none).",
+        ),
+        _per_root(
+            "du_exporter_scan_entries",
+            "Entries read by the last completed scan of the root.",
+        ),
+        _per_root(
+            "du_exporter_scan_unreadable_entries",
+            "Entries the last completed scan could not read (permission "
+            "denied, vanished); see the warning log for their paths.",
+        ),
+        _per_root(
+            "du_exporter_scan_generation",
+            "Id of the complete scan (generation) the directory series of "
+            "the root come from; it changes when a new scan completes.",
+        ),
+    )
+    duration, success, entries, unreadable, generation = fams
+    for walk in plan_walks(cfg.roots):
+        gen = snap.generations.get(walk.top)
+        for root in walk.roots:
+            label = [label_path(root)]
+            success.add_metric(label, gen.finished if gen else 0)
+            if gen is None:
+                continue
+            duration.add_metric(label, gen.finished - gen.started)
+            entries.add_metric(label, gen.entries)
+            unreadable.add_metric(label, gen.unreadable)
+            generation.add_metric(label, gen.id)
+    yield from fams
+
+
 def directory_families(cfg: Config, snap: Snapshot) -> Iterator[Metric]:
-    """The per-directory families: a function of the generations only."""
+    """Everything that is a function of the generations alone."""
     yield from _Usage(cfg, snap).families()
+    yield from generation_families(cfg, snap)
 
 
 class _Usage:
