@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import threading
+import time
 
 from collections.abc import Callable
 from pathlib import Path
@@ -152,12 +153,28 @@ def check_config(ctx: click.Context, /, config_file: Path | None, **params: Any)
     click.echo(yaml.safe_dump(config.summary(), sort_keys=False), nl=False)
 
 
+def _point_in_time(
+    _ctx: click.Context, param: click.Parameter, value: str | None
+) -> float | None:
+    """``365d``, ``12h``, … ago, or an ISO timestamp; as a Unix time."""
+    if value is None:
+        return None
+    try:
+        return tools.parse_since(value, time.time())
+    except ValueError as e:
+        raise click.BadParameter(str(e), param=param) from None
+
+
 @cli.command("top")
 @click.argument("path", required=False)
 @click.option("-n", "count", type=click.IntRange(min=1), default=20,
               show_default=True, help="How many directories.")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]),
               default="table", show_default=True, help="Output format.")
+@click.option("--stale", metavar="DURATION|TIMESTAMP",
+              callback=_point_in_time,
+              help="Only directories whose newest modification time in the "
+              "whole subtree is older than this (e.g. 365d, 2025-01-01).")
 @config_options
 @click.pass_context
 def top(
@@ -166,13 +183,80 @@ def top(
     path: str | None,
     count: int,
     fmt: str,
+    stale: float | None,
     config_file: Path | None,
     **params: Any,
 ) -> None:
     """Largest directories from the last complete scan (no rescan)."""
     config = _settings(ctx, config_file, params).load()
-    rows = tools.top_rows(Reader(config.db_path), config, path, count)
-    click.echo(tools.render(rows, config, fmt), nl=False)
+    rows = tools.top_rows(Reader(config.db_path), config, path, count, stale)
+    click.echo(
+        tools.render(rows, config, fmt, stale=stale is not None), nl=False
+    )
+
+
+@cli.command("diff")
+@click.argument("path", required=False)
+@click.option("--since", metavar="DURATION|TIMESTAMP",
+              callback=_point_in_time,
+              help="Compare with the newest scan finished at or before this "
+              "(e.g. 1d, 2w, 2026-11-20T00:00) instead of the previous one.")
+@click.option("-n", "count", type=click.IntRange(min=1), default=20,
+              show_default=True, help="How many directories.")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]),
+              default="table", show_default=True, help="Output format.")
+@config_options
+@click.pass_context
+def diff(
+    ctx: click.Context,
+    /,
+    path: str | None,
+    since: float | None,
+    count: int,
+    fmt: str,
+    config_file: Path | None,
+    **params: Any,
+) -> None:
+    """Growth per directory between the last two complete scans.
+
+    Sorted by absolute change; directories that appeared or vanished are
+    marked new or gone.  Needs two kept scans of the root
+    (keep-generations, default 2).
+    """
+    config = _settings(ctx, config_file, params).load()
+    result = tools.diff(Reader(config.db_path), config, path, count, since)
+    click.echo(tools.render_diff(result, fmt), nl=False)
+
+
+@cli.command("export")
+@click.option("--format", "fmt", type=click.Choice(["csv", "json"]),
+              default="csv", show_default=True,
+              help="csv (with a header) or json (JSON Lines: one object "
+              "per line).")
+@click.option("--generation", type=click.IntRange(min=1), default=None,
+              help="Export this generation (see db check) instead of the "
+              "latest complete one of each root.")
+@config_options
+@click.pass_context
+def export(
+    ctx: click.Context,
+    /,
+    fmt: str,
+    generation: int | None,
+    config_file: Path | None,
+    **params: Any,
+) -> None:
+    """Every exported directory of the last complete scan, streamed."""
+    config = _settings(ctx, config_file, params).load()
+    try:
+        tools.export(Reader(config.db_path), generation, fmt, sys.stdout)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (| head): stop quietly, as Python's docs
+        # advise, without a second error when stdout is flushed at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        ctx.exit(1)
 
 
 @cli.group("db")

@@ -1,20 +1,35 @@
-"""Operator tools over the store: top, db check, db backup."""
+"""Operator tools over the store: top, diff, export, db check, db backup.
+
+Everything here reads the scans already in the database; nothing
+rescans.  Machine-readable output carries paths as the labels render
+them (:func:`~du_exporter.collect.label_path`) and sizes as exact
+integer byte counts.
+"""
 
 from __future__ import annotations
 
 import csv
+import datetime as dt
+import heapq
 import io
+import itertools
 import json
+import operator
 import os
+import re
 import sqlite3
+import time
 
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TextIO
 
 from du_exporter.collect import label_path
 from du_exporter.config import Config
-from du_exporter.errors import StoreError
+from du_exporter.errors import DuExporterError, StoreError
 from du_exporter.migrations import SCHEMA_VERSION
-from du_exporter.store import DirRow, Reader, connect
+from du_exporter.store import DirRow, Generation, Reader, ReadSession, connect
 
 
 def _require(db_path: Path) -> None:
@@ -23,18 +38,87 @@ def _require(db_path: Path) -> None:
         raise StoreError(msg)
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdwy])")
+
+
+def parse_since(text: str, now: float) -> float:
+    """A point in time: ``now`` minus a duration, or a timestamp.
+
+    Durations are Prometheus-like (``90s``, ``12h``, ``1d12h``, ``2w``,
+    ``365d``, ``1y`` = 365 days); timestamps are ISO 8601
+    (``2026-11-20``, ``2026-11-20T08:00``, with or without an offset;
+    without one, local time).  Raises :class:`ValueError`.
+    """
+    spec = text.strip()
+    parts = _DURATION.findall(spec)
+    if parts and "".join(n + u for n, u in parts) == spec:
+        return now - sum(float(n) * _UNITS[u] for n, u in parts)
+    try:
+        return dt.datetime.fromisoformat(spec).timestamp()
+    except ValueError:
+        msg = (
+            f"{text!r} is neither a duration (30m, 12h, 1d, 2w, 365d) nor "
+            f"a timestamp (2026-11-20, 2026-11-20T08:00)"
+        )
+        raise ValueError(msg) from None
+
+
+def _when(t: float | None) -> str:
+    if t is None:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
+_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F]}
+
+
+def _display(path: bytes) -> str:
+    r"""A path for the terminal table: its label, control characters as ``\xNN``.
+
+    Unambiguous: labels double every literal backslash and only write
+    ``\xNN`` for bytes of 0x80 and above, which are never control
+    characters.
+    """
+    return label_path(path).translate(_CONTROL)
+
+
+def _abspath(path: str) -> bytes:
+    return os.fsencode(os.path.abspath(path)).rstrip(b"/") or b"/"
+
+
+def _under(path: bytes, top: bytes) -> bool:
+    """``path`` is ``top`` or below it."""
+    return top in (b"/", path) or path.startswith(top + b"/")
+
+
+def _size_of(config: Config) -> Callable[[DirRow], int]:
+    if config.size_mode == "disk":
+        return lambda r: r.disk
+    return lambda r: r.apparent
+
+
 def top_rows(
-    reader: Reader, config: Config, path: str | None, count: int
+    reader: Reader,
+    config: Config,
+    path: str | None,
+    count: int,
+    stale_before: float | None = None,
 ) -> list[DirRow]:
-    """The ``count`` largest directories at or below ``path``."""
+    """The ``count`` largest directories at or below ``path``.
+
+    With ``stale_before``, only those whose newest modification time
+    in the whole subtree is older than that.
+    """
     _require(reader.path)
     rows = reader.snapshot().rows
     if path is not None:
-        want = os.fsencode(os.path.abspath(path)).rstrip(b"/") or b"/"
-        prefix = want if want == b"/" else want + b"/"
-        rows = [r for r in rows if r.path == want or r.path.startswith(prefix)]
-    key = "disk" if config.size_mode == "disk" else "apparent"
-    rows.sort(key=lambda r: (-getattr(r, key), r.path))
+        want = _abspath(path)
+        rows = [r for r in rows if _under(r.path, want)]
+    if stale_before is not None:
+        rows = [r for r in rows if r.mtime < stale_before]
+    size = _size_of(config)
+    rows.sort(key=lambda r: (-size(r), r.path))
     return rows[:count]
 
 
@@ -47,34 +131,283 @@ def _human(n: int) -> str:
     return f"{n} B"  # pragma: no cover - the loop always returns
 
 
-def render(rows: list[DirRow], config: Config, fmt: str) -> str:
-    """Rows as an aligned table, CSV or JSON (sizes exact in CSV/JSON)."""
-    size = "disk" if config.size_mode == "disk" else "apparent"
-    records = [
-        {
-            "path": label_path(r.path),
-            "level": r.level,
-            "bytes": getattr(r, size),
-            "files": r.files,
-            "dirs": r.dirs,
-            "latest_mtime": r.mtime,
-        }
-        for r in rows
-    ]
+def _signed(n: int) -> str:
+    return ("+" if n > 0 else "-" if n < 0 else " ") + _human(abs(n))
+
+
+def _machine(records: list[dict[str, Any]], fields: list[str], fmt: str) -> str:
     if fmt == "json":
         return json.dumps(records, indent=2) + "\n"
-    if fmt == "csv":
-        out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=list(records[0]) if records else ["path"])
-        writer.writeheader()
-        writer.writerows(records)
-        return out.getvalue()
-    lines = [f"{'SIZE':>10}  {'FILES':>10}  {'DIRS':>8}  PATH"]
-    lines += [
-        f"{_human(int(r['bytes'])):>10}  {r['files']:>10}  {r['dirs']:>8}  {r['path']}"
-        for r in records
-    ]
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(records)
+    return out.getvalue()
+
+
+TOP_FIELDS = ["path", "level", "bytes", "files", "dirs", "latest_mtime"]
+
+
+def render(
+    rows: list[DirRow], config: Config, fmt: str, *, stale: bool = False
+) -> str:
+    """Rows as an aligned table, CSV or JSON (sizes exact in CSV/JSON).
+
+    ``stale`` adds the newest modification time to the table.
+    """
+    size = _size_of(config)
+    if fmt != "table":
+        records = [
+            {
+                "path": label_path(r.path),
+                "level": r.level,
+                "bytes": size(r),
+                "files": r.files,
+                "dirs": r.dirs,
+                "latest_mtime": r.mtime,
+            }
+            for r in rows
+        ]
+        return _machine(records, TOP_FIELDS, fmt)
+    newest = f"  {'NEWEST MTIME':<19}" if stale else ""
+    lines = [f"{'SIZE':>10}  {'FILES':>10}  {'DIRS':>8}{newest}  PATH"]
+    for r in rows:
+        newest = f"  {_when(r.mtime)}" if stale else ""
+        lines.append(
+            f"{_human(size(r)):>10}  {r.files:>10}  {r.dirs:>8}{newest}  "
+            f"{_display(r.path)}"
+        )
     return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class Change:
+    """One directory's size in two generations (None: not there)."""
+
+    path: bytes
+    level: int
+    old: int | None
+    new: int | None
+
+    @property
+    def change(self) -> int:
+        return (self.new or 0) - (self.old or 0)
+
+    @property
+    def percent(self) -> float | None:
+        if not self.old:  # new, or from nothing
+            return None
+        return round(100 * self.change / self.old, 2)
+
+    @property
+    def status(self) -> str:
+        if self.old is None:
+            return "new"
+        if self.new is None:
+            return "gone"
+        return "grew" if self.change > 0 else "shrank" if self.change else "same"
+
+
+@dataclass(frozen=True)
+class Diff:
+    """The biggest changes, and which generations were compared per root."""
+
+    pairs: list[tuple[Generation, Generation]]
+    changes: list[Change]
+
+
+def _baseline(gens: list[Generation], since: float | None) -> Generation:
+    """The generation to compare the newest of one root (``gens``) with."""
+    latest, root = gens[-1], label_path(gens[-1].root)
+    if since is None:
+        if len(gens) < 2:  # noqa: PLR2004
+            msg = (
+                f"diff: root {root!r} has only one complete scan "
+                f"(generation {latest.id}, finished {_when(latest.finished)});"
+                f" a diff needs two: run another scan (with keep-generations"
+                f" of 2 or more the previous one is kept)"
+            )
+            raise DuExporterError(msg)
+        return gens[-2]
+    older = [g for g in gens if g.finished <= since]
+    if not older:
+        msg = (
+            f"diff: root {root!r} has no complete scan finished at or before "
+            f"{_when(since)}; the oldest kept is generation {gens[0].id}, "
+            f"finished {_when(gens[0].finished)} (keep-generations sets how "
+            f"many are kept)"
+        )
+        raise DuExporterError(msg)
+    if older[-1] is latest:
+        msg = (
+            f"diff: root {root!r} has no complete scan finished after "
+            f"{_when(since)} (the latest is generation {latest.id}, "
+            f"finished {_when(latest.finished)}): nothing to compare"
+        )
+        raise DuExporterError(msg)
+    return older[-1]
+
+
+def _changes(
+    session: ReadSession,
+    pair: tuple[Generation, Generation],
+    under: bytes,
+    size: Callable[[DirRow], int],
+) -> Iterator[Change]:
+    """Merge the two generations' rows, both sorted by path, one by one."""
+    old_rows, new_rows = (session.rows(g.id, under) for g in pair)
+    merged = heapq.merge(
+        ((r.path, 0, r) for r in old_rows), ((r.path, 1, r) for r in new_rows)
+    )
+    for path, group in itertools.groupby(merged, key=operator.itemgetter(0)):
+        sides = {side: row for _, side, row in group}
+        old, new = sides.get(0), sides.get(1)
+        yield Change(
+            path,
+            next(iter(sides.values())).level,
+            None if old is None else size(old),
+            None if new is None else size(new),
+        )
+
+
+def diff(
+    reader: Reader,
+    config: Config,
+    path: str | None,
+    count: int,
+    since: float | None = None,
+) -> Diff:
+    """Growth per directory between two complete scans of each root.
+
+    The newest generation of each root is compared with the one before
+    it, or with the newest finished at or before ``since``.  Only
+    ``count`` changes are held in memory, whatever the tree's size.
+    """
+    _require(reader.path)
+    want = _abspath(path) if path is not None else b"/"
+    size = _size_of(config)
+    with reader.session() as session:
+        by_root: dict[bytes, list[Generation]] = {}
+        for g in session.complete_generations():
+            by_root.setdefault(g.root, []).append(g)
+        roots = [r for r in sorted(by_root) if _under(r, want) or _under(want, r)]
+        if not roots:
+            where = f" covers {label_path(want)!r}" if path is not None else ""
+            msg = f"diff: no complete scan{where} in {str(reader.path)!r}"
+            raise DuExporterError(msg)
+        pairs = [(_baseline(by_root[r], since), by_root[r][-1]) for r in roots]
+        every = (
+            c
+            for pair in pairs
+            for c in _changes(
+                session, pair, want if _under(want, pair[1].root) else b"/", size
+            )
+        )
+        changes = heapq.nlargest(count, every, key=lambda c: abs(c.change))
+    return Diff(pairs, changes)
+
+
+DIFF_FIELDS = [
+    "path", "level", "status", "old_bytes", "new_bytes", "change_bytes",
+    "change_percent",
+]
+
+
+def render_diff(result: Diff, fmt: str) -> str:
+    """A diff as a table (with the generations compared), CSV or JSON."""
+    records = [
+        {
+            "path": label_path(c.path),
+            "level": c.level,
+            "status": c.status,
+            "old_bytes": c.old,
+            "new_bytes": c.new,
+            "change_bytes": c.change,
+            "change_percent": c.percent,
+        }
+        for c in result.changes
+    ]
+    if fmt != "table":
+        return _machine(records, DIFF_FIELDS, fmt)
+    lines = [
+        f"{_display(new.root)}: generation {old.id} ({_when(old.finished)})"
+        f" -> generation {new.id} ({_when(new.finished)})"
+        for old, new in result.pairs
+    ]
+    lines.append(f"{'CHANGE':>11}  {'PERCENT':>8}  {'OLD':>10}  {'NEW':>10}  PATH")
+    for c in result.changes:
+        pct = c.status if c.status in {"new", "gone"} else (
+            "-" if c.percent is None else f"{c.percent:+.1f}%" if c.change
+            else "0.0%"
+        )
+        old = "-" if c.old is None else _human(c.old)
+        new = "-" if c.new is None else _human(c.new)
+        lines.append(
+            f"{_signed(c.change):>11}  {pct:>8}  {old:>10}  {new:>10}  "
+            f"{_display(c.path)}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+EXPORT_FIELDS = [
+    "generation", "root", "path", "level", "disk_bytes", "apparent_bytes",
+    "files", "dirs", "latest_mtime",
+]
+
+
+def export(
+    reader: Reader, generation: int | None, fmt: str, out: TextIO
+) -> int:
+    """Write every exported row of one generation to ``out``; the count.
+
+    By default the latest complete generation of every root.  Rows are
+    written as they come off the cursor: memory stays constant.  CSV
+    has a header line; JSON is JSON Lines, one object per row.
+    """
+    _require(reader.path)
+    writer = csv.DictWriter(out, fieldnames=EXPORT_FIELDS, lineterminator="\n")
+    count = 0
+    with reader.session() as session:
+        gens = _export_generations(session, generation)
+        if fmt == "csv":
+            writer.writeheader()
+        for gen in gens:
+            for r in session.rows(gen.id):
+                record = {
+                    "generation": r.gen,
+                    "root": label_path(r.root),
+                    "path": label_path(r.path),
+                    "level": r.level,
+                    "disk_bytes": r.disk,
+                    "apparent_bytes": r.apparent,
+                    "files": r.files,
+                    "dirs": r.dirs,
+                    "latest_mtime": r.mtime,
+                }
+                if fmt == "json":
+                    out.write(json.dumps(record) + "\n")
+                else:
+                    writer.writerow(record)
+                count += 1
+    return count
+
+
+def _export_generations(
+    session: ReadSession, generation: int | None
+) -> list[Generation]:
+    gens = session.complete_generations()
+    if generation is None:
+        latest = {g.root: g for g in gens}  # the last of each root wins
+        return [latest[root] for root in sorted(latest)]
+    chosen = [g for g in gens if g.id == generation]
+    if not chosen:
+        kept = ", ".join(str(g.id) for g in gens) or "none"
+        msg = (
+            f"export: no complete generation {generation} in the database "
+            f"(complete generations: {kept}; see du-exporter db check)"
+        )
+        raise DuExporterError(msg)
+    return chosen
 
 
 def check(db_path: Path) -> tuple[bool, str]:
