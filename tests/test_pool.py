@@ -50,12 +50,16 @@ class TestPriority:
         with ScanPool(2, level) as pool:
             pool.walk(plan, top, lambda *_: None, threading.Event())
             for pid in pool.pids():
+                want = (nice + os.nice(0), ioclass)
+
+                def seen(pid: int = pid) -> tuple[int, int | None]:
+                    io = ioprio_of(pid) >> 13 if ioclass is not None else None
+                    return nice_of(pid), io
+
                 deadline = time.monotonic() + 10  # until the worker started
-                while nice_of(pid) != nice + os.nice(0) and time.monotonic() < deadline:
+                while seen() != want and time.monotonic() < deadline:
                     time.sleep(0.02)
-                assert nice + os.nice(0) == nice_of(pid)
-                if ioclass is not None:
-                    assert ioclass == ioprio_of(pid) >> 13
+                assert want == seen()
         assert 0 == nice_of(os.getpid()) - os.nice(0)
 
 

@@ -175,12 +175,16 @@ class _Walk:
         self.next_id += 1
 
     def dispatch(self) -> None:
+        assigned = []
         for w in self.pool._workers:  # noqa: SLF001 - the pool's own helper
             if w.task is None and self.pending:
-                w.send(self.plan, self.pending.popleft())
+                assigned.append((w, self.pending.popleft()))
                 self.busy += 1
+        # Tell the busy workers about idle ones before they start.
         idle = self.pool.procs - self.busy
         self.pool.hunger.set(idle if not self.pending else 0)
+        for w, task in assigned:
+            w.send(self.plan, task)
 
     def run(self, top: Unit, stop: threading.Event) -> None:
         self.add(top, None)

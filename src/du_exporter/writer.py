@@ -12,12 +12,13 @@ import stat
 import threading
 import time
 
+from contextlib import suppress
 from dataclasses import dataclass, field
 
 import structlog
 
 from du_exporter.config import Config, Root
-from du_exporter.errors import ScanAbortedError, ScanError
+from du_exporter.errors import ScanAbortedError, ScanError, StoreError
 from du_exporter.scan import (
     SIZE_BUCKETS,
     Plan,
@@ -129,7 +130,9 @@ class Writer:
             self.status.finished(walk.roots, "aborted")
             self.log.warning("scan_aborted", root=label)
             raise
-        except ScanError as e:
+        except (ScanError, StoreError) as e:
+            # StoreError: disk full, database locked.  The last complete
+            # generation stays served; the next interval tries again.
             self.status.finished(walk.roots, "error", str(e))
             self.log.error("scan_failed", root=label, error=str(e))
             return False
@@ -176,6 +179,7 @@ class Writer:
             iops=cfg.max_iops / cfg.max_procs,
             engine=cfg.scan_engine,
         )
+        self.store.drop_incomplete()  # what a failed earlier attempt left
         gen = self.store.begin_generation(walk.top, time.time())
         batch = _Batch(self.store, gen, cfg.batch_size)
         totals = _Totals()
@@ -197,7 +201,8 @@ class Writer:
                 keep=cfg.keep_generations,
             )
         except BaseException:
-            self.store.fail_generation(gen)
+            with suppress(StoreError):  # a full disk: dropped next time
+                self.store.fail_generation(gen)
             raise
         return totals
 
