@@ -1,7 +1,8 @@
 """Build a deterministic synthetic directory tree for scan benchmarks.
 
-The same ``(entries, seed, depth, files_per_dir)`` always gives the same
-tree: same names, same sizes, same links. What the tree holds:
+The same ``(entries, seed, depth, files_per_dir, shape, empty_files)``
+always gives the same tree: same names, same sizes, same links. What the
+default (``balanced``) tree holds:
 
 * directories up to ``depth`` levels below the root (balanced, random
   fan-out), about ``files_per_dir`` other entries in each;
@@ -13,11 +14,26 @@ tree: same names, same sizes, same links. What the tree holds:
 * about 1 % hard links (to files in *other* directories) and about 1 %
   symlinks (to files, to directories, and dangling).
 
+Other shapes (``--shape``), same kinds of entries:
+
+* ``one-huge``: the subdirectory ``big`` holds ~90 % of the entries (a
+  balanced subtree one level shallower); the rest is a balanced tree
+  beside it -- lopsided work for the scan pool;
+* ``many-tiny``: every directory holds 1-2 files (``entries / 2.5``
+  directories, tens of thousands for 100,000 entries and more);
+* ``flat``: no subdirectories, every entry in ``DEST`` itself (hard links
+  then point into the same directory).
+
+``empty_files`` (``--empty-files``) makes every regular file zero bytes
+(no sparse files either), so a tree of millions of entries costs inodes
+and directory blocks only (about 0.25 KiB of disk per entry).
+
 Exactly ``entries`` entries are created below ``DEST`` (``DEST`` itself
 and the marker file are not counted). A marker file records the
 parameters; a second run with the same parameters does nothing.
 
-Usage: ``python benchmarks/maketree.py DEST --entries N [--seed S]``.
+Usage: ``python benchmarks/maketree.py DEST --entries N [--seed S]
+[--shape SHAPE] [--empty-files]``.
 """
 
 from __future__ import annotations
@@ -36,6 +52,11 @@ from pathlib import Path
 
 MARKER = ".maketree.json"
 FORMAT_VERSION = 1
+SHAPES = ("balanced", "one-huge", "many-tiny", "flat")
+#: Share of the entries under ``big`` in the ``one-huge`` shape.
+HUGE_SHARE = 0.9
+#: Mean entries per directory (the directory included) in ``many-tiny``.
+TINY_DIR_ENTRIES = 2.5
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -63,25 +84,37 @@ class TreeInfo:
 
 
 def _params(
-    entries: int, seed: int, depth: int, files_per_dir: int
-) -> dict[str, int]:
-    return {
+    entries: int,
+    seed: int,
+    depth: int,
+    files_per_dir: int,
+    shape: str = "balanced",
+    empty_files: bool = False,
+) -> dict[str, int | str]:
+    params: dict[str, int | str] = {
         "version": FORMAT_VERSION,
         "entries": entries,
         "seed": seed,
         "depth": depth,
         "files_per_dir": files_per_dir,
     }
+    # Only when not the default, so trees built before these existed
+    # are still recognised.
+    if shape != "balanced":
+        params["shape"] = shape
+    if empty_files:
+        params["empty_files"] = 1
+    return params
 
 
-def _read_marker(dest: Path) -> dict[str, int] | None:
+def _read_marker(dest: Path) -> dict[str, int | str] | None:
     try:
         data = json.loads((dest / MARKER).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     if not isinstance(data, dict):
         return None
-    return {str(k): int(v) for k, v in data.items() if isinstance(v, int)}
+    return {str(k): v for k, v in data.items() if isinstance(v, (int, str))}
 
 
 def _fanout(n_dirs: int, depth: int) -> float:
@@ -99,13 +132,14 @@ def _fanout(n_dirs: int, depth: int) -> float:
 
 
 def _plan_dirs(
-    rng: random.Random, n_dirs: int, depth: int
+    rng: random.Random, n_dirs: int, depth: int, top: str = ""
 ) -> tuple[list[str], list[int]]:
     """Relative directory paths in breadth-first order, and their depths.
 
-    Index 0 is the root (``""``, depth 0); ``n_dirs`` more follow.
+    Index 0 is the top (``top``, ``""`` for the root, depth 0);
+    ``n_dirs`` more follow, below it.
     """
-    paths = [""]
+    paths = [top]
     depths = [0]
     n_children = [0]
     if n_dirs <= 0:
@@ -168,7 +202,9 @@ def _file_size(rng: random.Random) -> tuple[int, int, bool]:
     return size, 4 * KIB, True
 
 
-def _prepare_dest(dest: Path, params: dict[str, int], force: bool) -> bool:
+def _prepare_dest(
+    dest: Path, params: dict[str, int | str], force: bool
+) -> bool:
     """Return True when ``dest`` already holds this exact tree."""
     if not dest.exists():
         return False
@@ -195,9 +231,18 @@ class _Builder:
 
     FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 
-    def __init__(self, rng: random.Random, abs_dirs: list[str]) -> None:
+    def __init__(
+        self,
+        rng: random.Random,
+        abs_dirs: list[str],
+        *,
+        empty_files: bool = False,
+        same_dir_links: bool = False,
+    ) -> None:
         self.rng = rng
         self.abs_dirs = abs_dirs
+        self.empty_files = empty_files
+        self.same_dir_links = same_dir_links
         self.data = memoryview(rng.randbytes(DATA_BUFFER_SIZE))
         # Reservoir sample of (directory index, file path): link targets.
         self.reservoir: list[tuple[int, str]] = []
@@ -229,7 +274,7 @@ class _Builder:
         if not self.reservoir:
             return False
         src_dir, src = self.reservoir[self.rng.randrange(len(self.reservoir))]
-        if src_dir == d:
+        if src_dir == d and not self.same_dir_links:
             return False
         os.link(src, f"l{j:03d}", dst_dir_fd=dfd)
         self.hardlinks += 1
@@ -257,6 +302,8 @@ class _Builder:
         try:
             if sparse:
                 os.ftruncate(fd, GIB)
+            elif self.empty_files:
+                pass
             else:
                 size, head, tail = _file_size(self.rng)
                 if head:
@@ -283,17 +330,70 @@ class _Builder:
 
 def _cached_info(dest: Path, entries: int, started: float) -> TreeInfo:
     marker = _read_marker(dest) or {}
+
+    def count(key: str) -> int:
+        value = marker.get(key, 0)
+        return value if isinstance(value, int) else 0
+
     return TreeInfo(
         path=dest,
         entries=entries,
-        directories=marker.get("directories", 0),
-        files=marker.get("files", 0),
-        hardlinks=marker.get("hardlinks", 0),
-        symlinks=marker.get("symlinks", 0),
-        sparse_files=marker.get("sparse_files", 0),
+        directories=count("directories"),
+        files=count("files"),
+        hardlinks=count("hardlinks"),
+        symlinks=count("symlinks"),
+        sparse_files=count("sparse_files"),
         cached=True,
         seconds=time.perf_counter() - started,
     )
+
+
+def _tiny_counts(rng: random.Random, total: int, slots: int) -> list[int]:
+    """1 or 2 entries in each of ``slots`` directories, ``total`` in all."""
+    extra = max(0, min(slots, total - slots))
+    counts = [1] * slots
+    for j in rng.sample(range(slots), extra):
+        counts[j] += 1
+    rest = total - sum(counts)  # only when total < slots or > 2 * slots
+    for j in range(abs(rest)):
+        counts[j % slots] += 1 if rest > 0 else -1
+    return counts
+
+
+def plan_shape(
+    rng: random.Random,
+    shape: str,
+    entries: int,
+    depth: int,
+    files_per_dir: int,
+) -> tuple[list[str], list[int]]:
+    """Directories (relative, parents first; ``""`` is the root) and how
+    many other entries each one gets; the counts add up to ``entries``
+    minus the directories."""
+    if shape == "flat":
+        return [""], [entries]
+    if shape == "many-tiny":
+        n_dirs = min(entries - 1, max(1, round(entries / TINY_DIR_ENTRIES)))
+        rel_dirs, _ = _plan_dirs(rng, n_dirs, depth)
+        return rel_dirs, _tiny_counts(rng, entries - n_dirs, len(rel_dirs))
+    per_dir = files_per_dir + 1
+    if shape == "one-huge":
+        huge = round(entries * HUGE_SHARE)  # "big" and all below it
+        huge_dirs = min(huge, max(1, round(huge / per_dir)))
+        rest = entries - huge
+        rest_dirs = min(rest, max(0, round(rest / per_dir)))
+        small, _ = _plan_dirs(rng, rest_dirs, depth)
+        big, _ = _plan_dirs(rng, huge_dirs - 1, max(1, depth - 1), "big")
+        counts = _split(rng, rest - rest_dirs, len(small), files_per_dir)
+        counts += _split(rng, huge - huge_dirs, len(big), files_per_dir)
+        return small + big, counts
+    if shape != "balanced":
+        msg = f"unknown shape {shape!r} (one of {', '.join(SHAPES)})"
+        raise ValueError(msg)
+    n_dirs = min(entries, max(1, round(entries / per_dir)))
+    rel_dirs, _ = _plan_dirs(rng, n_dirs, depth)
+    counts = _split(rng, entries - n_dirs, len(rel_dirs), files_per_dir)
+    return rel_dirs, counts
 
 
 def build_tree(
@@ -303,6 +403,8 @@ def build_tree(
     seed: int = 0,
     depth: int = 6,
     files_per_dir: int = 16,
+    shape: str = "balanced",
+    empty_files: bool = False,
     force: bool = False,
     progress: bool = False,
 ) -> TreeInfo:
@@ -311,28 +413,35 @@ def build_tree(
         raise ValueError("entries must be >= 1")
     if depth < 1 or files_per_dir < 1:
         raise ValueError("depth and files_per_dir must be >= 1")
+    if shape not in SHAPES:
+        msg = f"unknown shape {shape!r} (one of {', '.join(SHAPES)})"
+        raise ValueError(msg)
     dest = Path(dest).absolute()
-    params = _params(entries, seed, depth, files_per_dir)
+    params = _params(entries, seed, depth, files_per_dir, shape, empty_files)
     started = time.perf_counter()
     if _prepare_dest(dest, params, force):
         return _cached_info(dest, entries, started)
 
     # Benchmark data, not cryptography: a seeded PRNG is the point.
     rng = random.Random(seed)  # noqa: S311
-    n_dirs = min(entries, max(1, round(entries / (files_per_dir + 1))))
-    rel_dirs, _depths = _plan_dirs(rng, n_dirs, depth)
+    rel_dirs, counts = plan_shape(rng, shape, entries, depth, files_per_dir)
+    n_dirs = len(rel_dirs) - 1
     root = str(dest)
     abs_dirs = [f"{root}/{p}" if p else root for p in rel_dirs]
     n_other = entries - n_dirs
-    counts = _split(rng, n_other, len(abs_dirs), files_per_dir)
-    n_sparse = min(n_other, 3 if entries >= 1000 else 1)
+    n_sparse = 0 if empty_files else min(n_other, 3 if entries >= 1000 else 1)
     sparse_at = sorted(rng.sample(range(n_other), n_sparse))
 
     dest.mkdir(parents=True)
     for path in abs_dirs[1:]:
         os.mkdir(path)
 
-    builder = _Builder(rng, abs_dirs)
+    builder = _Builder(
+        rng,
+        abs_dirs,
+        empty_files=empty_files,
+        same_dir_links=len(abs_dirs) == 1,
+    )
     first_slot = 0
     last_report = time.monotonic()
     for d, count in enumerate(counts):
@@ -391,6 +500,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--depth", type=int, default=6)
     parser.add_argument("--files-per-dir", type=int, default=16)
     parser.add_argument(
+        "--shape",
+        choices=SHAPES,
+        default="balanced",
+        help="tree shape (see the module doc; default: balanced)",
+    )
+    parser.add_argument(
+        "--empty-files",
+        action="store_true",
+        help="zero-byte regular files, no sparse files (cheap huge trees)",
+    )
+    parser.add_argument(
         "--force",
         action="store_true",
         help="delete DEST even if it is not a tree made by this script",
@@ -402,6 +522,8 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         depth=args.depth,
         files_per_dir=args.files_per_dir,
+        shape=args.shape,
+        empty_files=args.empty_files,
         force=args.force,
         progress=True,
     )
