@@ -178,7 +178,9 @@ class _Walk:
         assigned = []
         for w in self.pool._workers:  # noqa: SLF001 - the pool's own helper
             if w.task is None and self.pending:
-                assigned.append((w, self.pending.popleft()))
+                # Newest first (depth first): the queue stays about as long
+                # as the tree is deep times wide, not a whole level's width.
+                assigned.append((w, self.pending.pop()))
                 self.busy += 1
         # Tell the busy workers about idle ones before they start.
         idle = self.pool.procs - self.busy
