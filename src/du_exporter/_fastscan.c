@@ -10,13 +10,15 @@
  *
  * scan_dir(path: bytes, sort_big: bool) -> tuple:
  *   (entries, files, blocks, apparent, mtime, hist_sum, hist,
- *    subdirs, links, errors, dir_errno)
+ *    subdirs, links, errors, dir_errno, owners)
  * where
  *   blocks    sum of st_blocks (512-byte units) of counted non-directories
  *   hist      list of counts per SIZE_BUCKETS bound (apparent size of
  *             regular files), last = larger than every bound
- *   subdirs   [(name, index, dev, ino, st_blocks, st_size, mtime)]
- *   links     [(dev, ino, index, st_blocks, st_size)] for nlink > 1
+ *   subdirs   [(name, index, dev, ino, st_blocks, st_size, mtime, uid)]
+ *   links     [(dev, ino, index, st_blocks, st_size, uid)] for nlink > 1
+ *   owners    [(uid, blocks, apparent, files)]: the counted
+ *             non-directories (not the links) summed per owner
  *   errors    [(name, errno)] for entries that could not be stat'ed
  *   dir_errno errno of opening or reading the directory, else 0
  * index is the entry's position in the listing (after the inode sort
@@ -140,12 +142,54 @@ static int bucket_of(long long size) {
     return N_BUCKETS;
 }
 
+/* Sums per owner: a directory rarely holds more than a few owners. */
+typedef struct {
+    uid_t uid;
+    long long blocks, apparent, files;
+} owner_t;
+
+static int owner_add(owner_t **owners, size_t *n, const struct stat *st) {
+    for (size_t i = 0; i < *n; i++) {
+        if ((*owners)[i].uid == st->st_uid) {
+            (*owners)[i].blocks += st->st_blocks;
+            (*owners)[i].apparent += st->st_size;
+            (*owners)[i].files++;
+            return 0;
+        }
+    }
+    owner_t *grown = realloc(*owners, (*n + 1) * sizeof(owner_t));
+    if (!grown) return -1;
+    *owners = grown;
+    grown[*n] = (owner_t){st->st_uid, st->st_blocks, st->st_size, 1};
+    (*n)++;
+    return 0;
+}
+
+static PyObject *owner_list(const owner_t *owners, size_t n) {
+    PyObject *list = PyList_New((Py_ssize_t)n);
+    if (!list) return NULL;
+    for (size_t i = 0; i < n; i++) {
+        PyObject *item = Py_BuildValue(
+            "(K L L L)", (unsigned long long)owners[i].uid, owners[i].blocks,
+            owners[i].apparent, owners[i].files);
+        if (!item) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, (Py_ssize_t)i, item);
+    }
+    return list;
+}
+
 static PyObject *build_result(listing_t *l, int dir_errno) {
     long long files = 0, count = 0, blocks = 0, apparent = 0, hsum = 0;
     long long hist[N_BUCKETS + 1] = {0};
     double mtime = 0.0;
+    owner_t *owners = NULL;
+    size_t n_owners = 0;
     PyObject *subdirs = PyList_New(0), *links = PyList_New(0),
-             *errors = PyList_New(0), *histl = NULL, *result = NULL;
+             *errors = PyList_New(0), *histl = NULL, *ownl = NULL,
+             *result = NULL;
     if (!subdirs || !links || !errors) goto done;
     for (size_t i = 0; i < l->len; i++) {
         entry_t *e = &l->items[i];
@@ -164,9 +208,10 @@ static PyObject *build_result(listing_t *l, int dir_errno) {
         count++;
         if (S_ISDIR(st->st_mode)) {
             item = Py_BuildValue(
-                "(y n K K L L d)", name, (Py_ssize_t)i,
+                "(y n K K L L d K)", name, (Py_ssize_t)i,
                 (unsigned long long)st->st_dev, (unsigned long long)st->st_ino,
-                (long long)st->st_blocks, (long long)st->st_size, mtime_of(st));
+                (long long)st->st_blocks, (long long)st->st_size, mtime_of(st),
+                (unsigned long long)st->st_uid);
             if (!item) goto done;
             rc = PyList_Append(subdirs, item);
             Py_DECREF(item);
@@ -178,9 +223,10 @@ static PyObject *build_result(listing_t *l, int dir_errno) {
         if (m > mtime) mtime = m;
         if (st->st_nlink > 1) {
             item = Py_BuildValue(
-                "(K K n L L)", (unsigned long long)st->st_dev,
+                "(K K n L L K)", (unsigned long long)st->st_dev,
                 (unsigned long long)st->st_ino, (Py_ssize_t)i,
-                (long long)st->st_blocks, (long long)st->st_size);
+                (long long)st->st_blocks, (long long)st->st_size,
+                (unsigned long long)st->st_uid);
             if (!item) goto done;
             rc = PyList_Append(links, item);
             Py_DECREF(item);
@@ -188,6 +234,10 @@ static PyObject *build_result(listing_t *l, int dir_errno) {
         } else {
             blocks += st->st_blocks;
             apparent += st->st_size;
+            if (owner_add(&owners, &n_owners, st) < 0) {
+                PyErr_NoMemory();
+                goto done;
+            }
         }
         if (S_ISREG(st->st_mode)) {
             hist[bucket_of(st->st_size)]++;
@@ -201,10 +251,14 @@ static PyObject *build_result(listing_t *l, int dir_errno) {
         if (!v) goto done;
         PyList_SET_ITEM(histl, k, v);
     }
-    result = Py_BuildValue("(L L L L d L O O O O i)", count, files, blocks,
+    ownl = owner_list(owners, n_owners);
+    if (!ownl) goto done;
+    result = Py_BuildValue("(L L L L d L O O O O i O)", count, files, blocks,
                            apparent, mtime, hsum, histl, subdirs, links,
-                           errors, dir_errno);
+                           errors, dir_errno, ownl);
 done:
+    free(owners);
+    Py_XDECREF(ownl);
     Py_XDECREF(histl);
     Py_XDECREF(subdirs);
     Py_XDECREF(links);

@@ -8,8 +8,9 @@ def scan_dir(
     float,
     int,
     list[int],
-    list[tuple[bytes, int, int, int, int, int, float]],
-    list[tuple[int, int, int, int, int]],
+    list[tuple[bytes, int, int, int, int, int, float, int]],
+    list[tuple[int, int, int, int, int, int]],
     list[tuple[bytes, int]],
     int,
+    list[tuple[int, int, int, int]],
 ]: ...

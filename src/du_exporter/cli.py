@@ -55,6 +55,7 @@ HELP = {
     "max-iops": "Directory reads plus stats per second, whole pool; 0 = "
     "unlimited.",
     "scan-engine": "auto (the C reader when built), c or python.",
+    "owner-usage": "Export usage per owner (uid) of each walked root.",
     "scan-priority": "Workers' CPU/IO priority: normal, low (nice 10, "
     "best-effort 7) or idle (nice 19, idle I/O class).",
     "log-level": "debug, info, warning or error [default: info].",

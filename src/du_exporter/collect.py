@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import platform
+import pwd
 import time
 
 from collections.abc import Callable, Iterator
@@ -129,6 +130,29 @@ def _per_root(name: str, doc: str) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, doc, labels=["path"])
 
 
+def user_name(uid: int) -> str:
+    """The account name of ``uid``, or the number if it has none."""
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except (KeyError, OverflowError):
+        return str(uid)
+
+
+def _owner_family(cfg: Config, snap: Snapshot) -> Metric:
+    owner = GaugeMetricFamily(
+        "node_disk_usage_owner_bytes",
+        "Usage by owner (file uid) below each walked root, every inode "
+        "once; as of the last completed scan.",
+        labels=["path", "uid", "user"],
+    )
+    for walk in plan_walks(cfg.roots):
+        gen = snap.generations.get(walk.top)
+        for uid, disk, apparent in gen.owners if gen else ():
+            value = disk if cfg.size_mode == "disk" else apparent
+            owner.add_metric([label_path(walk.top), str(uid), user_name(uid)], value)
+    return owner
+
+
 def generation_families(cfg: Config, snap: Snapshot) -> Iterator[Metric]:
     """Facts of the generations served: cached with the directory rows."""
     fams = (
@@ -156,6 +180,8 @@ def generation_families(cfg: Config, snap: Snapshot) -> Iterator[Metric]:
         ),
     )
     duration, success, entries, unreadable, generation = fams
+    if cfg.owner_usage:
+        yield _owner_family(cfg, snap)
     for walk in plan_walks(cfg.roots):
         gen = snap.generations.get(walk.top)
         for root in walk.roots:

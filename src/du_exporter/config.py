@@ -60,6 +60,7 @@ class Config:
     max_iops: int
     scan_engine: str
     scan_priority: str
+    owner_usage: bool
     log_level: str
     log_format: str
     #: TLS, basic auth and headers (exporter-toolkit format); checked by
@@ -300,6 +301,7 @@ PARSERS: dict[str, Callable[[object, str], Any]] = {
     "max-iops": _as_int,
     "scan-engine": _as_engine,
     "scan-priority": _choice("normal", "low", "idle"),
+    "owner-usage": _as_bool,
     "log-level": _choice(*LOG_LEVELS),
     "log-format": _as_log_format,
     "web-config-file": _as_optional_path,
@@ -331,6 +333,7 @@ def defaults(environ: Mapping[str, str]) -> dict[str, object]:
         "max-iops": 0,
         "scan-engine": "auto",
         "scan-priority": "normal",
+        "owner-usage": False,
         "log-level": "info",
         "log-format": "auto",
     }
@@ -425,6 +428,7 @@ def build(
         max_iops=v["max-iops"],
         scan_engine=v["scan-engine"],
         scan_priority=v["scan-priority"],
+        owner_usage=v["owner-usage"],
         log_level=v["log-level"],
         log_format=v["log-format"],
         **_web(v),

@@ -79,8 +79,21 @@ def _v1(conn: sqlite3.Connection) -> None:
     )
 
 
+def _v2(conn: sqlite3.Connection) -> None:
+    """Usage per owner: the uid of each link, the sums per generation."""
+    _script(
+        conn,
+        """
+        ALTER TABLE links ADD COLUMN uid INTEGER NOT NULL DEFAULT 0;
+        -- JSON {uid: [disk, apparent, files]} of the walked root, when
+        -- owner-usage is on.
+        ALTER TABLE generations ADD COLUMN owners TEXT;
+        """,
+    )
+
+
 #: Index i brings a database from user_version i to i + 1.
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1,)
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -67,6 +67,8 @@ class Plan:
     iops: float = 0.0
     #: ``auto`` (the C reader when built), ``c`` or ``python``.
     engine: str = "auto"
+    #: Sum usage per owner (uid) too.
+    owner_usage: bool = False
 
     def exported(self, path: bytes) -> bool:
         return any(
@@ -165,6 +167,7 @@ class Unit:
     via_symlink: bool = False
     dev: int = 0
     ino: int = 0
+    uid: int = 0
 
 
 @dataclass
@@ -180,15 +183,24 @@ class UnitResult:
     entries: int = 0
     unreadable: int = 0
     children: list[Unit] = field(default_factory=list)
-    #: (dev, ino, key, disk, apparent) of inodes that may be seen twice.
-    links: list[tuple[int, int, bytes, int, int]] = field(
+    #: (dev, ino, key, disk, apparent, uid) of inodes that may be seen
+    #: twice.
+    links: list[tuple[int, int, bytes, int, int, int]] = field(
         default_factory=list
     )
+    #: uid -> [disk, apparent] of what this unit counted itself (the
+    #: links are counted once, later, by the parent).
+    owners: dict[int, list[int]] = field(default_factory=dict)
     errors: list[tuple[bytes, str]] = field(default_factory=list)
     histogram: list[int] = field(
         default_factory=lambda: [0] * (len(SIZE_BUCKETS) + 1)
     )
     histogram_sum: int = 0
+
+    def own(self, uid: int, disk: int, apparent: int) -> None:
+        sums = self.owners.setdefault(uid, [0, 0])
+        sums[0] += disk
+        sums[1] += apparent
 
     def error(self, path: bytes, err: OSError) -> None:
         self.unreadable += 1
@@ -251,6 +263,7 @@ class _DirStat(NamedTuple):
     st_blocks: int
     st_size: int
     st_mtime: float
+    st_uid: int
 
 
 ScanDir = Callable[[bytes, bool], tuple[Any, ...]]
@@ -319,7 +332,7 @@ class _Walker:
         """``_read_dir`` by the C extension: same sums, no per-file objects."""
         assert self.fast is not None  # noqa: S101 - checked by the caller
         (count, files, blocks, apparent, mtime, hsum, hist, subdirs, links,
-         errors, err) = self.fast(d.path, self._sorts(d.dev))
+         errors, err, owners) = self.fast(d.path, self._sorts(d.dev))
         self.throttle.tick(count + 1)
         if err:
             res.error(d.path, OSError(err, os.strerror(err)))
@@ -335,12 +348,14 @@ class _Walker:
         res.histogram_sum += hsum
         for i, n in enumerate(hist):
             res.histogram[i] += n
-        for dev, ino, index, nblocks, size in links:
+        for uid, nblocks, size, _files in owners:
+            res.own(uid, nblocks * 512, size)
+        for dev, ino, index, nblocks, size, uid in links:
             key = d.key + index.to_bytes(_KEY_WIDTH, "big")
-            res.links.append((dev, ino, key, nblocks * 512, size))
-        for name, index, dev, ino, nblocks, size, dmtime in subdirs:
+            res.links.append((dev, ino, key, nblocks * 512, size, uid))
+        for name, index, dev, ino, nblocks, size, dmtime, uid in subdirs:
             key = d.key + index.to_bytes(_KEY_WIDTH, "big")
-            stat = _DirStat(dev, ino, nblocks, size, dmtime)
+            stat = _DirStat(dev, ino, nblocks, size, dmtime, uid)
             self._dir(prefix + name, key, stat, d, d.via_symlink, res, stack)
 
     def _read_dir(self, d: Unit, res: UnitResult, stack: list[Unit]) -> None:
@@ -353,12 +368,12 @@ class _Walker:
         follow = plan.follow_symlinks
         res.mtime = max(res.mtime, d.mtime)
         if d.linked:
-            res.links.append(
-                (d.dev, d.ino, self._key(d.key, d.via_symlink), d.disk, d.apparent)
-            )
+            key = self._key(d.key, d.via_symlink)
+            res.links.append((d.dev, d.ino, key, d.disk, d.apparent, d.uid))
         else:
             res.disk += d.disk
             res.apparent += d.apparent
+            res.own(d.uid, d.disk, d.apparent)
         skip = self.ignore.for_dir(d.path)
         if self.fast is not None and skip is None and not follow:
             self._read_fast(d, res, stack)
@@ -394,10 +409,12 @@ class _Walker:
             mtime = max(mtime, st.st_mtime)
             if st.st_nlink > 1 or follow:
                 key = self._key(d.key + index.to_bytes(_KEY_WIDTH, "big"), via)
-                links.append((st.st_dev, st.st_ino, key, st.st_blocks * 512, st.st_size))
+                links.append((st.st_dev, st.st_ino, key, st.st_blocks * 512,
+                              st.st_size, st.st_uid))
             else:
                 blocks += st.st_blocks
                 apparent += st.st_size
+                res.own(st.st_uid, st.st_blocks * 512, st.st_size)
             if S_ISREG(mode):
                 hist[bisect_left(SIZE_BUCKETS, st.st_size)] += 1
                 hsum += st.st_size
@@ -453,6 +470,7 @@ class _Walker:
             via_symlink=via,
             dev=st.st_dev,
             ino=st.st_ino,
+            uid=st.st_uid,
         )
         if plan.must_split(path):
             res.children.append(sub)

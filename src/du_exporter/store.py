@@ -41,8 +41,8 @@ class UnitRow:
     mtime: float
 
 
-#: (unit id, dev, ino, order key, disk, apparent)
-LinkRow = tuple[int, int, int, bytes, int, int]
+#: (unit id, dev, ino, order key, disk, apparent, uid)
+LinkRow = tuple[int, int, int, bytes, int, int, int]
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,9 @@ class Generation:
     unreadable: int
     histogram: tuple[tuple[float, int], ...]
     histogram_sum: int
+    #: (uid, disk, apparent) over the walked root; empty unless
+    #: owner-usage was on for this scan.
+    owners: tuple[tuple[int, int, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -87,7 +90,9 @@ class Snapshot:
         return tuple(sorted((root, g.id) for root, g in self.generations.items()))
 
 
-_GEN_COLUMNS = "id, root, started, finished, entries, unreadable, histogram"
+_GEN_COLUMNS = (
+    "id, root, started, finished, entries, unreadable, histogram, owners"
+)
 _ROW_COLUMNS = "gen, path, root, level, disk, apparent, files, dirs, mtime"
 
 
@@ -104,6 +109,13 @@ def _generation(row: tuple[Any, ...]) -> Generation:
         unreadable=int(row[5]),
         histogram=tuple((float(le), int(n)) for le, n in hist["buckets"]),
         histogram_sum=int(hist["sum"]),
+        owners=tuple(
+            (int(uid), int(d), int(a))
+            for uid, (d, a) in sorted(
+                json.loads(str(row[7])).items() if row[7] else [],
+                key=lambda item: int(item[0]),
+            )
+        ),
     )
 
 
@@ -221,8 +233,8 @@ class Store:
                 ],
             )
             c.executemany(
-                "INSERT INTO links (gen, unit, dev, ino, key, disk, apparent)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO links (gen, unit, dev, ino, key, disk, apparent,"
+                " uid) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [(gen, *link) for link in links],
             )
 
@@ -236,10 +248,19 @@ class Store:
         histogram: Sequence[tuple[float, int]],
         histogram_sum: int,
         keep: int,
+        owners: dict[int, list[int]] | None = None,
     ) -> None:
-        """Sum the subtrees, publish the generation, prune old ones."""
+        """Sum the subtrees, publish the generation, prune old ones.
+
+        ``owners`` (uid -> [disk, apparent], links excluded) turns on the
+        per-owner sums; the links are added here, once each.
+        """
         hist = json.dumps({"buckets": list(histogram), "sum": histogram_sum})
         with self.atomic() as c:
+            owned = None if owners is None else json.dumps(
+                _owners_with_links(c, gen, owners)
+            )
+            c.execute("UPDATE generations SET owners = ? WHERE id = ?", (owned, gen))
             _resolve_links(c, gen)
             _sum_subtrees(c, gen)
             c.execute("DELETE FROM links WHERE gen = ?", (gen,))
@@ -262,6 +283,24 @@ class Store:
     def fail_generation(self, gen: int) -> None:
         with self.atomic() as c:
             self._delete(c, [gen])
+
+
+def _owners_with_links(
+    c: sqlite3.Connection, gen: int, owners: dict[int, list[int]]
+) -> dict[int, list[int]]:
+    """Add each link's inode once to its owner (where du meets it first)."""
+    out = {uid: list(sums) for uid, sums in owners.items()}
+    for uid, disk, apparent in c.execute(
+        "SELECT uid, SUM(disk), SUM(apparent) FROM"
+        " (SELECT uid, disk, apparent, row_number() OVER"
+        "   (PARTITION BY dev, ino ORDER BY key) AS rn"
+        "  FROM links WHERE gen = ?) WHERE rn = 1 GROUP BY uid",
+        (gen,),
+    ):
+        sums = out.setdefault(int(uid), [0, 0])
+        sums[0] += int(disk)
+        sums[1] += int(apparent)
+    return out
 
 
 def _resolve_links(c: sqlite3.Connection, gen: int) -> None:

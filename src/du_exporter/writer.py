@@ -76,6 +76,7 @@ class _Totals:
         default_factory=lambda: [0] * (len(SIZE_BUCKETS) + 1)
     )
     histogram_sum: int = 0
+    owners: dict[int, list[int]] = field(default_factory=dict)
 
 
 class _Batch:
@@ -164,6 +165,7 @@ class Writer:
             linked=self.config.follow_symlinks,
             dev=st.st_dev,
             ino=st.st_ino,
+            uid=st.st_uid,
         )
         return unit, st.st_dev
 
@@ -178,6 +180,7 @@ class Writer:
             root_dev=dev,
             iops=cfg.max_iops / cfg.max_procs,
             engine=cfg.scan_engine,
+            owner_usage=cfg.owner_usage,
         )
         self.store.drop_incomplete()  # what a failed earlier attempt left
         gen = self.store.begin_generation(walk.top, time.time())
@@ -198,6 +201,7 @@ class Writer:
                 unreadable=totals.unreadable,
                 histogram=list(zip(bounds, totals.histogram, strict=True)),
                 histogram_sum=totals.histogram_sum,
+                owners=totals.owners if cfg.owner_usage else None,
                 keep=cfg.keep_generations,
             )
         except BaseException:
@@ -237,6 +241,10 @@ class Writer:
         for i, n in enumerate(res.histogram):
             totals.histogram[i] += n
         totals.histogram_sum += res.histogram_sum
+        for owner, (disk, apparent) in res.owners.items():
+            sums = totals.owners.setdefault(owner, [0, 0])
+            sums[0] += disk
+            sums[1] += apparent
         for path, reason in res.errors:
             self.log.warning("unreadable", path=os.fsdecode(path), error=reason)
         self.status.progress(walk.roots, totals.entries)

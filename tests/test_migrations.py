@@ -1,0 +1,58 @@
+"""A database of schema 1 is upgraded in place and keeps serving."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from pathlib import Path
+
+from du_exporter.migrations import (
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    migrate,
+    user_version,
+)
+from du_exporter.store import Reader, Store
+
+
+def v1_database(path: Path) -> None:
+    """What du-exporter 0.1 (schema 1) left: one complete generation."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    migrate(conn, MIGRATIONS[:1])
+    conn.execute(
+        "INSERT INTO generations (id, root, started, finished, status,"
+        " entries, unreadable, histogram) VALUES (7, ?, 1.0, 2.0,"
+        " 'complete', 3, 0, NULL)",
+        (b"/data",),
+    )
+    conn.execute(
+        "INSERT INTO units (gen, id, parent, depth, path, root, level,"
+        " own_disk, own_apparent, own_files, own_dirs, own_mtime, disk,"
+        " apparent, files, dirs, mtime) VALUES"
+        " (7, 0, NULL, 0, ?, ?, 0, 4096, 4096, 2, 0, 5.0, 12288, 5000, 2, 0, 5.0)",
+        (b"/data", b"/data"),
+    )
+    conn.close()
+
+
+class TestUpgrade:
+    def test_v1_is_upgraded_and_served(self, tmp_path: Path) -> None:
+        db = tmp_path / "old.db"
+        v1_database(db)
+        assert 1 == user_version(sqlite3.connect(db))
+        Store.open(db).close()
+        conn = sqlite3.connect(db)
+        assert SCHEMA_VERSION == user_version(conn)
+        columns = {r[1] for r in conn.execute("PRAGMA table_info(links)")}
+        assert "uid" in columns
+        conn.close()
+        snap = Reader(db).snapshot()
+        assert 12288 == snap.rows[0].disk
+        assert () == snap.generations[b"/data"].owners
+
+    def test_every_step_bumps_the_version_once(self, tmp_path: Path) -> None:
+        conn = sqlite3.connect(tmp_path / "x.db", isolation_level=None)
+        for version in range(1, SCHEMA_VERSION + 1):
+            assert 1 == migrate(conn, MIGRATIONS[:version])
+            assert version == user_version(conn)
+        assert 0 == migrate(conn)
