@@ -24,6 +24,7 @@ from prometheus_client import (
     write_to_textfile,
 )
 
+from du_exporter.browse import browse_page
 from du_exporter.collect import HealthCollector, UsageCollector
 from du_exporter.config import Config, format_address
 from du_exporter.errors import (
@@ -141,6 +142,7 @@ class Daemon:
             landing=lambda: landing_page(self.config, self.reader, self.status),
             ready=lambda: is_ready(self.config, self.reader),
             render=exposition.render,
+            browse=lambda query: browse_page(self.config, self.reader, query),
         )
         cfg = self.config
         # Read again (build() checked it): certificates may have been

@@ -23,6 +23,7 @@ text-align:left}}pre{{background:#f4f4f4;padding:1em}}</style></head>
 <body><h1>du-exporter {version}</h1>
 <p>Exact per-directory disk usage, scanned in the background.</p>
 <ul><li><a href="metrics">/metrics</a></li>
+<li><a href="browse">/browse</a>: the usage browser (directories by size)</li>
 <li><a href="-/healthy">/-/healthy</a></li>
 <li><a href="-/ready">/-/ready</a></li></ul>
 <h2>Roots</h2>

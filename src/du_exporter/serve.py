@@ -1,4 +1,4 @@
-"""The HTTP layer: ``/metrics``, the landing page and the health checks.
+"""The HTTP layer: ``/metrics``, the landing page, ``/browse``, health checks.
 
 :func:`start_server` runs a :class:`~http.server.ThreadingHTTPServer` in a
 background thread and returns a :class:`ServerHandle`.  Every page is
@@ -43,6 +43,7 @@ from prometheus_client.exposition import (
 )
 from prometheus_client.registry import CollectorRegistry
 
+from du_exporter.browse import NotFound
 from du_exporter.web_config import BasicAuth, WebConfig
 
 
@@ -79,6 +80,10 @@ class Pages:
     #: Accept header and whether gzip is accepted, it returns the body,
     #: its content type and whether the body is gzipped (a cache).
     render: Callable[[str, bool], tuple[bytes, str, bool]] | None = None
+    #: If set, serves ``/browse``: given the raw query string, it returns
+    #: the full, already escaped HTML page, or raises
+    #: :class:`~du_exporter.browse.NotFound` (answered 404).
+    browse: Callable[[str], str] | None = None
 
 
 @dataclass(frozen=True)
@@ -125,6 +130,16 @@ def _landing(pages: Pages, _headers: Message) -> _Response:
     return _Response(HTTPStatus.OK, pages.landing().encode(), _HTML)
 
 
+def _browse(pages: Pages, query: str) -> _Response:
+    if pages.browse is None:
+        return _text(HTTPStatus.NOT_FOUND, "Not Found")
+    try:
+        page = pages.browse(query)
+    except NotFound as e:
+        return _text(HTTPStatus.NOT_FOUND, f"Not Found: {e}\n")
+    return _Response(HTTPStatus.OK, page.encode(), _HTML)
+
+
 def _healthy(_pages: Pages, _headers: Message) -> _Response:
     return _text(HTTPStatus.OK, "OK")
 
@@ -154,12 +169,15 @@ _ROUTES: dict[str, Callable[[Pages, Message], _Response]] = {
 
 
 def _render_page(pages: Pages, path: str, headers: Message) -> _Response:
-    """Answer a GET of *path*; the query string is ignored."""
-    route = urlsplit(path).path
+    """Answer a GET of *path*; only ``/browse`` reads the query string."""
+    split = urlsplit(path)
+    route = split.path
     page = _ROUTES.get(route)
-    if page is None:
+    if page is None and route != "/browse":
         return _text(HTTPStatus.NOT_FOUND, "Not Found")
     try:
+        if page is None:
+            return _browse(pages, split.query)
         return page(pages, headers)
     except Exception:  # noqa: BLE001 - HTTP boundary: logged, answered 500
         structlog.get_logger().exception("http_page_failed", path=route)

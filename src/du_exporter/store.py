@@ -482,6 +482,48 @@ class ReadSession:
         for r in self.conn.execute(sql + " ORDER BY path", args):
             yield DirRow(*r)
 
+    def find_dir(
+        self, gen: int, depth: int, path: bytes, parent: int | None = None
+    ) -> tuple[int, DirRow] | None:
+        """The exported directory ``path`` of ``gen`` and its unit id.
+
+        ``depth`` is the depth below the walked root.  With ``parent``
+        (the unit id of the directory above) this probes the index on
+        ``(gen, depth, parent)``: only the parent's children are read.
+        Without it the whole depth is searched (a nested root whose
+        parent directory has no row).
+        """
+        sql = (
+            f"SELECT id, {_ROW_COLUMNS} FROM units"  # noqa: S608 - constant columns
+            # Without statistics SQLite would rather scan the primary key
+            # (gen, id): the whole generation.
+            " INDEXED BY units_depth"
+            " WHERE gen = ? AND depth = ? AND path = ? AND root IS NOT NULL"
+        )
+        args: tuple[object, ...] = (gen, depth, path)
+        if parent is not None:
+            sql += " AND parent = ?"
+            args += (parent,)
+        row = self.conn.execute(sql, args).fetchone()
+        return None if row is None else (int(row[0]), DirRow(*row[1:]))
+
+    def child_dirs(
+        self, gen: int, depth: int, parent: int
+    ) -> list[tuple[int, DirRow]]:
+        """Exported directories directly below unit ``parent``, at ``depth``.
+
+        One probe of the index on ``(gen, depth, parent)``; unsorted.
+        """
+        return [
+            (int(r[0]), DirRow(*r[1:])) for r in self.conn.execute(
+                f"SELECT id, {_ROW_COLUMNS} FROM units"  # noqa: S608 - constant columns
+                " INDEXED BY units_depth"
+                " WHERE gen = ? AND depth = ? AND parent = ?"
+                " AND root IS NOT NULL",
+                (gen, depth, parent),
+            )
+        ]
+
 
 __all__ = [
     "SCHEMA_VERSION", "DirRow", "Generation", "ReadSession", "Reader",
