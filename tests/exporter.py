@@ -145,3 +145,53 @@ class Exporter:
             self._reader.join(5)
             if self.proc.stderr is not None:
                 self.proc.stderr.close()
+
+
+def run(
+    home: Path, *args: str | Path, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """``du-exporter ARGS`` to completion, cwd and HOME in ``home``."""
+    return subprocess.run(
+        [sys.executable, "-m", "du_exporter", *map(str, args)],
+        capture_output=True, text=True, cwd=home, env=clean_env(home),
+        timeout=timeout, check=False,
+    )
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (workers, resource tracker), from /proc."""
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*"):
+            with contextlib.suppress(OSError, ValueError):
+                kids = [int(p) for p in (task / "children").read_text().split()]
+                found.extend(kids)
+                todo.extend(kids)
+    return found
+
+
+def alive(pids: list[int]) -> list[int]:
+    """Those of ``pids`` still running (zombies count as gone)."""
+    running = []
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        if stat.rpartition(")")[2].split()[0] not in {"Z", "X"}:
+            running.append(pid)
+    return running
+
+
+def wait_gone(pids: list[int], timeout: float = 5) -> list[int]:
+    """Wait for ``pids`` to exit; SIGKILL and return those that did not."""
+    deadline = time.monotonic() + timeout
+    while alive(pids) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    left = alive(pids)
+    for pid in left:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    return left

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import threading
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from du_exporter import config as config_mod
 from du_exporter.config import Config
@@ -75,3 +79,23 @@ class Scanner:
             store.close()
         assert ok, "the scan failed"
         return {r.path: r for r in Reader(cfg.db_path).snapshot().rows}
+
+
+@contextlib.contextmanager
+def immutable(path: Path) -> Iterator[None]:
+    """Nothing can be created in ``path`` (even by root: ``chattr +i``).
+
+    Skips the test where the attribute cannot be set (not root, or a
+    filesystem without it).
+    """
+    if os.geteuid() != 0:
+        pytest.skip("chattr +i needs root (mode 0555 does not stop root)")
+    done = subprocess.run(
+        ["chattr", "+i", os.fsencode(path)], capture_output=True, check=False
+    )
+    if done.returncode != 0:
+        pytest.skip(f"chattr +i impossible here: {done.stderr!r}")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", os.fsencode(path)], check=True)
