@@ -583,12 +583,6 @@ class TestDiskFull:
 class TestIoBudget:
     """``max-iops`` caps directory reads plus stats for the whole pool."""
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="scan.py scan_unit: each unit gets a fresh _Throttle, whose "
-        "first 10 ms of budget are free, so small units are not throttled "
-        "at all (here ~3x the budget)",
-    )
     def test_small_units_stay_in_budget(self, tmp_path: Path) -> None:
         root = tmp_path / "t"
         for i in range(20):

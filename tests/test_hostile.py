@@ -308,12 +308,6 @@ class TestHugeDirectory:
         assert 10 == sizes(samples, "node_disk_usage_directory_count")[str(big_dir / "big")]
 
     @pytest.mark.slow
-    @pytest.mark.xfail(
-        strict=True,
-        reason="scan.py _Walker._list sorts a whole directory of more than "
-        "10,000 entries by inode; GNU fts sorts each batch of 100,000 "
-        "entries on its own, so du meets hard links in another order",
-    )
     def test_hard_links_follow_du_order(self, tmp_path: Path, big_dir: Path) -> None:
         big = big_dir / "big"
         entries = [(e.name, e.inode()) for e in os.scandir(big)]
@@ -465,12 +459,6 @@ class TestHostileNames:
         }
         assert expected == om_sizes
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="scan.py _Walker._list: os.scandir() on the absolute path "
-        "fails with ENAMETOOLONG past PATH_MAX (4096 bytes); du walks "
-        "there (fts uses directory fds), so the sizes differ",
-    )
     def test_deeper_than_path_max(self, tmp_path: Path) -> None:
         root = tmp_path / "t"
         root.mkdir()

@@ -22,8 +22,8 @@
  *   errors    [(name, errno)] for entries that could not be stat'ed
  *   dir_errno errno of opening or reading the directory, else 0
  * index is the entry's position in the listing (after the inode sort
- * GNU fts applies to directories of more than 10,000 entries, done here
- * when sort_big is true).
+ * GNU fts applies to each batch of 100,000 entries read that holds more
+ * than 10,000, done here when sort_big is true).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -39,6 +39,7 @@
 
 #define N_BUCKETS 13          /* 1 KiB * 4**k, k = 0..12 */
 #define FTS_SORT_THRESHOLD 10000
+#define FTS_BATCH 100000
 
 typedef struct {
     size_t name;              /* offset into the name buffer */
@@ -117,8 +118,13 @@ static int read_dir(const char *path, int sort_big, listing_t *l) {
         }
     }
     if (!err) {
-        if (sort_big && l->len > FTS_SORT_THRESHOLD)
-            qsort(l->items, l->len, sizeof(entry_t), by_inode);
+        /* GNU fts reads 100,000 entries at a time and sorts each batch
+           of more than 10,000 by inode (on most filesystems). */
+        for (size_t start = 0; sort_big && start < l->len; start += FTS_BATCH) {
+            size_t n = l->len - start < FTS_BATCH ? l->len - start : FTS_BATCH;
+            if (n > FTS_SORT_THRESHOLD)
+                qsort(l->items + start, n, sizeof(entry_t), by_inode);
+        }
         int dfd = dirfd(dir);
         for (size_t i = 0; i < l->len; i++) {
             entry_t *e = &l->items[i];

@@ -29,7 +29,7 @@ from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from stat import S_ISDIR, S_ISLNK, S_ISREG
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 
 #: Upper bounds (bytes, apparent size) of the file-size histogram.
@@ -137,6 +137,47 @@ def _compile(pattern: bytes) -> re.Pattern[bytes]:
     return re.compile(os.fsencode(fnmatch.translate(os.fsdecode(pattern))))
 
 
+#: Longer directory paths are opened piece by piece (PATH_MAX is 4096).
+_LONG_PATH = 3072
+_FTS_BATCH = 100_000
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+
+
+def open_dir(path: bytes) -> int:
+    """A descriptor of the directory ``path``, however long the path is."""
+    if len(path) < _LONG_PATH:
+        return os.open(path, _DIR_FLAGS)
+    fd = os.open(b"/" if path.startswith(b"/") else b".", _DIR_FLAGS)
+    try:
+        rest = path.lstrip(b"/")
+        while rest:
+            cut = rest.rfind(b"/", 0, _LONG_PATH) if len(rest) >= _LONG_PATH else -1
+            part, rest = (rest[:cut], rest[cut + 1:]) if cut > 0 else (rest, b"")
+            new = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = new
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+T = TypeVar("T")
+
+
+def fts_order(entries: list[T], inode: Callable[[T], int]) -> list[T]:
+    """GNU fts's order: each batch of 100,000 entries read is sorted by
+    inode when it holds more than 10,000 (the caller checks the
+    filesystem)."""
+    out: list[T] = []
+    for start in range(0, len(entries), _FTS_BATCH):
+        batch = entries[start:start + _FTS_BATCH]
+        if len(batch) > _FTS_INODE_SORT_THRESHOLD:
+            batch.sort(key=inode)
+        out.extend(batch)
+    return out
+
+
 def depth_under(path: bytes, root: bytes) -> int:
     """Depth of ``path`` below ``root`` (0 for root), or a huge number."""
     if path == root:
@@ -209,20 +250,43 @@ class UnitResult:
 
 
 class _Throttle:
-    """Sleep so that operations stay under ``rate`` per second."""
+    """A token bucket: operations stay under ``rate`` per second.
 
-    def __init__(self, rate: float) -> None:
+    One per worker process (not per unit), so a stream of small units is
+    held to the budget too; at most 10 ms of unused budget is saved up,
+    and sleeps are at least 10 ms long.
+    """
+
+    BURST = 0.01
+
+    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.rate = rate
-        self.start = time.monotonic()
-        self.ops = 0
+        self.clock = clock
+        self.last = clock()
+        self.allowance = rate * self.BURST
 
     def tick(self, n: int = 1) -> None:
         if self.rate <= 0:
             return
-        self.ops += n
-        ahead = self.ops / self.rate - (time.monotonic() - self.start)
-        if ahead > 0.01:  # noqa: PLR2004 - sleep in chunks of >= 10 ms
-            time.sleep(ahead)
+        now = self.clock()
+        self.allowance = min(
+            self.rate * self.BURST,
+            self.allowance + (now - self.last) * self.rate,
+        ) - n
+        self.last = now
+        if self.allowance < -self.rate * self.BURST:
+            time.sleep(-self.allowance / self.rate)
+
+
+_throttles: dict[float, _Throttle] = {}
+
+
+def _throttle(rate: float) -> _Throttle:
+    """This process's throttle for ``rate`` (kept across units)."""
+    if rate not in _throttles:
+        _throttles.clear()
+        _throttles[rate] = _Throttle(rate)
+    return _throttles[rate]
 
 
 class MappedHunger:
@@ -296,7 +360,7 @@ class _Walker:
     def __init__(self, plan: Plan, hunger: Hunger | None) -> None:
         self.plan = plan
         self.hunger = hunger
-        self.throttle = _Throttle(plan.iops)
+        self.throttle = _throttle(plan.iops)
         self.ignore = Ignore(plan.ignore)
         self.sortable: dict[int, bool] = {}
         self.fast = _fast_engine(plan.engine)
@@ -316,16 +380,18 @@ class _Walker:
             self._read_dir(stack.pop(), res, stack)
         return res
 
-    def _list(self, d: Unit, res: UnitResult) -> list[os.DirEntry[bytes]] | None:
+    def _list(
+        self, d: Unit, res: UnitResult, fd: int
+    ) -> list[os.DirEntry[str]] | None:
         self.throttle.tick()
         try:
-            with os.scandir(d.path) as it:
+            with os.scandir(fd) as it:  # names: str (surrogateescape)
                 entries = list(it)
         except OSError as e:
             res.error(d.path, e)
             return None
         if len(entries) > _FTS_INODE_SORT_THRESHOLD and self._sorts(d.dev):
-            entries.sort(key=lambda e: e.inode())
+            entries = fts_order(entries, lambda e: e.inode())
         return entries
 
     def _read_fast(self, d: Unit, res: UnitResult, stack: list[Unit]) -> None:
@@ -375,35 +441,61 @@ class _Walker:
             res.apparent += d.apparent
             res.own(d.uid, d.disk, d.apparent)
         skip = self.ignore.for_dir(d.path)
-        if self.fast is not None and skip is None and not follow:
+        short = len(d.path) < _LONG_PATH
+        if self.fast is not None and skip is None and not follow and short:
             self._read_fast(d, res, stack)
             return
-        entries = self._list(d, res)
+        try:
+            fd = open_dir(d.path)
+        except OSError as e:
+            self.throttle.tick()
+            res.error(d.path, e)
+            return
+        try:
+            self._read_entries(d, fd, skip, res, stack)
+        finally:
+            os.close(fd)
+
+    def _read_entries(
+        self,
+        d: Unit,
+        fd: int,
+        skip: Callable[[bytes, bytes], bool] | None,
+        res: UnitResult,
+        stack: list[Unit],
+    ) -> None:
+        """The Python hot loop: one ``lstat`` (``fstatat``) per entry."""
+        plan = self.plan
+        follow = plan.follow_symlinks
+        entries = self._list(d, res, fd)
         if entries is None:
             return
+        prefix = d.path if d.path.endswith(b"/") else d.path + b"/"
         tick = self.throttle.tick if plan.iops > 0 else None
         blocks = apparent = files = count = hsum = 0
         mtime = res.mtime
         hist, links = res.histogram, res.links
         for index, entry in enumerate(entries):
-            if skip is not None and skip(entry.path, entry.name):
+            name = os.fsencode(entry.name)  # the exact bytes
+            path = prefix + name
+            if skip is not None and skip(path, name):
                 continue
             if tick is not None:
                 tick()
             try:
                 st = entry.stat(follow_symlinks=False)
             except OSError as e:
-                res.error(entry.path, e)
+                res.error(path, e)
                 continue
             mode = st.st_mode
             via = d.via_symlink
             if follow and S_ISLNK(mode):
-                st, via = self._follow(entry.path, st, via)
+                st, via = self._follow(name, fd, st, via)
                 mode = st.st_mode
             count += 1
             if S_ISDIR(mode):
                 key = d.key + index.to_bytes(_KEY_WIDTH, "big")
-                self._dir(entry.path, key, st, d, via, res, stack)
+                self._dir(path, key, st, d, via, res, stack)
                 continue
             files += 1
             mtime = max(mtime, st.st_mtime)
@@ -426,11 +518,11 @@ class _Walker:
         res.mtime = mtime
 
     def _follow(
-        self, path: bytes, st: os.stat_result, via: bool
+        self, name: bytes, fd: int, st: os.stat_result, via: bool
     ) -> tuple[os.stat_result, bool]:
         """The target's stat for a followed symlink; the link's if dangling."""
         try:
-            return os.stat(path), True
+            return os.stat(name, dir_fd=fd), True
         except OSError:  # dangling or looping: count the link itself
             return st, via
 
