@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from du_exporter.errors import StoreError
+from du_exporter.errors import MigrationError, StoreError
 from du_exporter.migrations import SCHEMA_VERSION, migrate, user_version
 
 
@@ -159,11 +159,18 @@ class Store:
             raise StoreError(msg) from None
         conn = connect(path, readonly=False)
         try:
+            # Refuse a newer schema before touching the file at all.
+            if user_version(conn) > SCHEMA_VERSION:
+                migrate(conn)  # raises, naming both versions
             _enable_wal(conn, path)
             conn.execute("PRAGMA synchronous = NORMAL")
             migrate(conn)
             store = cls(path, conn)
             store.drop_incomplete()
+        except MigrationError as e:
+            conn.close()
+            msg = f"db-path {str(path)!r}: {e}"
+            raise MigrationError(msg) from None
         except sqlite3.Error as e:
             conn.close()
             msg = f"db-path {str(path)!r}: {e}"

@@ -8,6 +8,7 @@ parent process, which started it with these pipes, ever talks to it.
 
 from __future__ import annotations
 
+import os
 import pickle
 import signal
 import sys
@@ -53,7 +54,12 @@ def main() -> None:
             result: object = scan_unit(plan, unit, hunger)
         except Exception as e:  # noqa: BLE001 - reported to the parent, which fails the scan
             result = f"{type(e).__name__}: {e}"
-        write_frame(stdout, pickle.dumps(result, pickle.HIGHEST_PROTOCOL))
+        try:
+            write_frame(stdout, pickle.dumps(result, pickle.HIGHEST_PROTOCOL))
+        except BrokenPipeError:  # the parent is gone (killed): so are we
+            # As the Python docs advise: no second error when exit flushes.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), stdout.fileno())
+            break
 
 
 if __name__ == "__main__":
