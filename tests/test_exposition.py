@@ -117,3 +117,79 @@ class TestFormats:
         assert plain == fx.text(encoding="gzip")
         assert fx.text(OM) == fx.text(OM, "gzip, deflate")
         assert du(fx.root, "-B1", "--max-depth=1") == sizes(plain)
+
+
+class TestFormatter:
+    """format_families writes what prometheus_client's encoders write."""
+
+    def test_byte_for_byte(self, scanner, tmp_path):
+        from prometheus_client import generate_latest
+        from prometheus_client.openmetrics.exposition import (
+            generate_latest as om_latest,
+        )
+
+        from du_exporter.collect import directory_families
+        from du_exporter.exposition import format_families
+
+        root = tmp_path / "t"
+        write(root / "a" / "f", 10_000)
+        for name in (b"new\nline", b'q"uote', b"back\\slash", b"bad\xff"):
+            (Path(os.fsdecode(os.fsencode(root) + b"/" + name))).mkdir()
+        cfg = scanner.config(analyzed_path=str(root), dir_level=1, owner_usage=True)
+        scanner.scan(analyzed_path=str(root), dir_level=1, owner_usage=True)
+        families = list(directory_families(cfg, Reader(cfg.db_path).snapshot()))
+        registry = CollectorRegistry(auto_describe=False)
+
+        class Fixed:
+            def collect(self):
+                return iter(families)
+
+        registry.register(Fixed())
+        assert generate_latest(registry) == format_families(families, openmetrics=False)
+        expected = om_latest(registry)  # type: ignore[no-untyped-call]
+        assert expected == format_families(families, openmetrics=True) + b"# EOF\n"
+
+
+class TestKeySource:
+    """With the daemon's in-memory generation counter, a hit reads nothing."""
+
+    def test_hit_without_queries(self, scanner, tmp_path):
+        fx = make(scanner, tmp_path)
+        counter = [1]
+        exp = Exposition(
+            Reader(fx.cfg.db_path, tracer=fx.queries.append),
+            lambda: fx.cfg, fx.fresh, key_source=lambda: counter[0],
+        )
+        exp.render("", True)
+        fx.queries.clear()
+        for _ in range(3):
+            exp.render("", True)
+        assert [] == fx.queries
+        assert 1 == exp.renders
+        counter[0] += 1
+        exp.render("", True)
+        assert 2 == exp.renders
+
+    def test_scrapers_get_the_old_generation_while_one_renders(self, scanner, tmp_path):
+        """During a render, others are served the previous generation whole."""
+        fx = make(scanner, tmp_path)
+        old = sizes(fx.text())
+        write(fx.root / "c" / "h", 50_000)
+        fx.scan()
+        with fx.exp._render_lock:  # another scraper is rendering
+            assert old == sizes(fx.text())
+            assert old == sizes(fx.text(OM))
+        new = sizes(fx.text(OM))  # and then the new one, in every format
+        assert du(fx.root, "-B1", "--max-depth=1") == new
+        assert new == sizes(fx.text())
+
+    def test_fresh_half_follows_the_generation(self, scanner, tmp_path):
+        """The TTL-cached self metrics never lag behind the rows."""
+        fx = make(scanner, tmp_path)
+        exp = Exposition(Reader(fx.cfg.db_path), lambda: fx.cfg, fx.fresh, fresh_ttl=3600)
+        fx.gauge.set(1)
+        assert "fresh_value 1.0" in exp.render("", False)[0].decode()
+        fx.gauge.set(2)
+        assert "fresh_value 1.0" in exp.render("", False)[0].decode()  # cached
+        fx.scan()  # a new generation: both halves are rendered again
+        assert "fresh_value 2.0" in exp.render("", False)[0].decode()

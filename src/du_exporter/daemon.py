@@ -128,14 +128,17 @@ class Daemon:
         self.status = ScanStatus(_root_keys(config))
         self.server: ServerHandle | None = None
         self.pool: ScanPool | None = None
+        self.exposition: Exposition | None = None
 
     def _start_server(self) -> ServerHandle:
         collector = UsageCollector(self.reader, self.status, lambda: self.config)
         health = HealthCollector(self.reader, self.status, lambda: self.config)
-        exposition = Exposition(
+        exposition = self.exposition = Exposition(
             self.reader,
             lambda: self.config,
             make_registry(health, process_metrics=True),
+            key_source=self.status.generation,
+            fresh_ttl=1.0,
         )
         pages = Pages(
             registry=make_registry(collector, process_metrics=True),
@@ -149,7 +152,9 @@ class Daemon:
         # renewed since.  A file broken in between is a ConfigError.
         web = load_web_config(cfg.web_config_file, cfg.basic_auth_users)
         try:
-            server = start_server(pages, cfg.bind_host, cfg.bind_port, web=web)
+            server = start_server(
+                pages, cfg.bind_host, cfg.bind_port, web=web, max_threads=128
+            )
         except OSError as e:
             addr = format_address(cfg.bind_host, cfg.bind_port)
             msg = f"bind-address {addr!r}: cannot listen: {e.strerror}"
@@ -160,6 +165,7 @@ class Daemon:
     def run(self, stop: threading.Event, reload: threading.Event) -> None:
         """Scan now and every interval until ``stop``; reload on ``reload``."""
         self.server = self._start_server()
+        self._warm()  # a generation that survived a restart
         self.pool = ScanPool(self.config.max_procs, self.config.scan_priority)
         notify("READY=1")  # the database is open and the port is bound
         watchdog_stop = threading.Event()
@@ -173,6 +179,15 @@ class Daemon:
             self.server.close()
             self.store.close()
             log.info("stopped")
+
+    def _warm(self) -> None:
+        """Render /metrics for a new generation here, not in a scrape."""
+        if self.exposition is None:
+            return
+        try:
+            self.exposition.warm()
+        except StoreError as e:
+            log.error("render_failed", error=str(e))
 
     def _healthy(self) -> bool:
         """For the watchdog: the server and the scan workers are up."""
@@ -202,7 +217,9 @@ class Daemon:
 
     def _scan(self, stop: threading.Event) -> None:
         assert self.pool is not None  # noqa: S101 - set by run()
-        writer = Writer(self.config, self.pool, self.store, self.status)
+        writer = Writer(
+            self.config, self.pool, self.store, self.status, on_complete=self._warm
+        )
         try:
             writer.scan_all(stop)
         except ScanAbortedError:

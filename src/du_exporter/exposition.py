@@ -3,10 +3,14 @@
 The directory families depend only on the latest complete generations
 and the configuration, so they are rendered once per (generations,
 config, format) and the bytes -- also gzipped -- are reused until a scan
-completes or the config is reloaded.  A scrape of an unchanged store
-costs one small query (the generation check) plus the self metrics,
-which are small and always rendered fresh (scan progress, process
-metrics).
+completes or the config is reloaded.  The daemon renders them right
+after each scan (:meth:`Exposition.warm`), so scrapes do not wait for a
+render; if one ever does, the other scrapers keep getting the previous
+generation's bytes (whole and consistent) until the new ones are ready.
+
+A cache hit costs no database work when the daemon supplies the
+generation counter it bumps after each scan (``key_source``); the small
+self metrics are rendered at most once per ``fresh_ttl`` seconds.
 
 Gzip answers are two gzip members, cached then fresh, which every gzip
 reader (Prometheus' included) decodes as one stream.
@@ -16,8 +20,10 @@ from __future__ import annotations
 
 import gzip
 import threading
+import time
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
 from prometheus_client import (
     CONTENT_TYPE_PLAIN_0_0_4,
@@ -26,7 +32,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import Metric
 from prometheus_client.exposition import choose_encoder
-from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from du_exporter.collect import directory_families
 from du_exporter.config import Config
@@ -35,16 +41,56 @@ from du_exporter.store import Reader
 
 _EOF = b"# EOF\n"
 _GZIP_LEVEL = 6
+_OPENMETRICS = "application/openmetrics-text"
+_FORMATS = ("text/plain", _OPENMETRICS)
+
+Encoder = Callable[[CollectorRegistry], bytes]
 
 
-class _Families(Collector):
-    """A fixed list of families, in the shape encoders expect."""
+def _escape_label(value: str) -> str:
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
 
-    def __init__(self, families: Iterable[Metric]) -> None:
-        self.families = list(families)
 
-    def collect(self) -> Iterator[Metric]:
-        return iter(self.families)
+def _escape_help(text: str) -> str:
+    return text.replace("\\", r"\\").replace("\n", r"\n")
+
+
+#: prometheus_client's number format (Go's), typed.
+_value: Callable[[float], str] = floatToGoString
+
+
+def format_families(families: Iterable[Metric], *, openmetrics: bool) -> bytes:
+    """Families as the text format (or OpenMetrics, without ``# EOF``).
+
+    Byte for byte what prometheus_client's encoders write for these
+    families (a test holds them equal), about five times faster: it
+    skips their per-label-name validation, which dominates at 100,000
+    series.
+    """
+    out: list[str] = []
+    for family in families:
+        kind = family.type
+        if kind == "unknown" and not openmetrics:
+            kind = "untyped"
+        out.append(
+            f"# HELP {family.name} {_escape_help(family.documentation)}\n"
+            f"# TYPE {family.name} {kind}\n"
+        )
+        for sample in family.samples:
+            labels = ",".join(
+                f'{k}="{_escape_label(v)}"' for k, v in sorted(sample.labels.items())
+            )
+            body = f"{{{labels}}}" if labels else ""
+            out.append(f"{sample.name}{body} {_value(sample.value)}\n")
+    return "".join(out).encode()
+
+
+@dataclass
+class _Bodies:
+    """The rendered directory families of one key, per (format, gzip)."""
+
+    key: object
+    data: dict[tuple[str, bool], bytes] = field(default_factory=dict)
 
 
 class Exposition:
@@ -55,15 +101,26 @@ class Exposition:
         reader: Reader,
         config: Callable[[], Config],
         fresh: CollectorRegistry,
+        *,
+        key_source: Callable[[], object] | None = None,
+        fresh_ttl: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.reader = reader
         self.config = config
         self.fresh = fresh
-        self._lock = threading.Lock()
-        self._key: object = None
-        self._cache: dict[tuple[str, bool], bytes] = {}
+        self.key_source = key_source
+        self.fresh_ttl = fresh_ttl
+        self.clock = clock
+        self._render_lock = threading.Lock()
+        self._bodies: _Bodies | None = None
+        self._fresh: dict[tuple[str, bool], tuple[float, object, bytes]] = {}
         #: How many times the directory families were rendered (a miss).
         self.renders = 0
+
+    def _key(self) -> object:
+        source = self.key_source or self.reader.generation_key
+        return (source(), self.config())
 
     def render(self, accept: str, gz: bool) -> tuple[bytes, str, bool]:
         """Body, content type, gzipped: the shape ``Pages.render`` takes."""
@@ -71,34 +128,67 @@ class Exposition:
             encoder, content_type = choose_encoder(accept)
         except (TypeError, ValueError):  # a malformed version=: plain text
             encoder, content_type = generate_latest, CONTENT_TYPE_PLAIN_0_0_4
-        fmt = content_type.split(";", 1)[0]
-        cached = self._cached(encoder, fmt, gz)
-        fresh = encoder(self.fresh)
-        if gz:
-            fresh = gzip.compress(fresh, _GZIP_LEVEL, mtime=0)
-        return cached + fresh, content_type, gz
+        fmt = _OPENMETRICS if content_type.startswith(_OPENMETRICS) else "text/plain"
+        key, cached = self._cached(fmt, gz)
+        return cached + self._fresh_half(encoder, fmt, gz, key), content_type, gz
 
-    def _cached(
-        self, encoder: Callable[[CollectorRegistry], bytes], fmt: str, gz: bool
-    ) -> bytes:
-        cfg = self.config()
-        key = (self.reader.generation_key(), cfg)
-        with self._lock:  # one render per new generation, not one per scraper
-            if key != self._key:
-                self._cache = {}
-                self._key = key
-            if (fmt, False) not in self._cache:
-                snap = self.reader.snapshot()
-                if (snap.key, cfg) != key:  # a scan completed meanwhile
-                    self._key = (snap.key, cfg)
-                families = CollectorRegistry(auto_describe=False)
-                families.register(_Families(directory_families(cfg, snap)))
-                body = encoder(families)
-                body = body.removesuffix(_EOF)  # the fresh half ends it
-                self._cache[fmt, False] = body
-                self.renders += 1
-            if gz and (fmt, True) not in self._cache:
-                self._cache[fmt, True] = gzip.compress(
-                    self._cache[fmt, False], _GZIP_LEVEL, mtime=0
+    def warm(self) -> None:
+        """Render every format now (after a scan), not in a scrape."""
+        bodies = self._render(self._key())
+        for fmt in _FORMATS:
+            self._body(bodies, fmt, gz=True)
+
+    def _cached(self, fmt: str, gz: bool) -> tuple[object, bytes]:
+        key = self._key()
+        bodies = self._bodies
+        if bodies is not None and bodies.key != key:
+            # A new generation (or config): one scraper renders it; the
+            # others keep serving the previous, complete one meanwhile.
+            if self._render_lock.acquire(blocking=False):
+                self._render_lock.release()
+                bodies = self._render(key)
+        elif bodies is None:
+            bodies = self._render(key)
+        return bodies.key, self._body(bodies, fmt, gz)
+
+    def _render(self, key: object) -> _Bodies:
+        with self._render_lock:
+            current = self._bodies
+            if current is not None and current.key == key:
+                return current  # rendered while this thread waited
+            cfg = self.config()
+            snap = self.reader.snapshot()
+            families = list(directory_families(cfg, snap))
+            bodies = _Bodies(key)
+            for fmt in _FORMATS:
+                bodies.data[fmt, False] = format_families(
+                    families, openmetrics=fmt == _OPENMETRICS
                 )
-            return self._cache[fmt, gz]
+            # The data is at least as new as the key read before the
+            # snapshot, so it never serves older numbers under a newer key.
+            self._bodies = bodies
+            self.renders += 1
+            return bodies
+
+    @staticmethod
+    def _body(bodies: _Bodies, fmt: str, gz: bool) -> bytes:
+        if gz and (fmt, True) not in bodies.data:
+            bodies.data[fmt, True] = gzip.compress(
+                bodies.data[fmt, False], _GZIP_LEVEL, mtime=0
+            )
+        return bodies.data[fmt, gz]
+
+    def _fresh_half(
+        self, encoder: Encoder, fmt: str, gz: bool, key: object
+    ) -> bytes:
+        """The self metrics, reused for ``fresh_ttl`` within one key (so
+        they never lag behind the generation they are sent with)."""
+        now = self.clock()
+        hit = self._fresh.get((fmt, gz))
+        if hit is not None and now - hit[0] < self.fresh_ttl and hit[1] == key:
+            return hit[2]
+        body = encoder(self.fresh)
+        if gz:
+            body = gzip.compress(body, _GZIP_LEVEL, mtime=0)
+        self._fresh[fmt, gz] = (now, key, body)
+        return body

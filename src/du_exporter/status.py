@@ -31,6 +31,7 @@ class ScanStatus:
     def __init__(self, roots: list[bytes]) -> None:
         self._lock = threading.Lock()
         self._roots = {root: RootStatus() for root in roots}
+        self._generation = 0
 
     def set_roots(self, roots: list[bytes]) -> None:
         """After a reload: keep counters of roots that stay."""
@@ -58,6 +59,13 @@ class ScanStatus:
                     st.in_progress = False
                     st.results[result] += 1
                     st.last_error = error
+            if result == "success":
+                self._generation += 1
+
+    def generation(self) -> int:
+        """Bumped whenever a scan completes: a new generation is visible."""
+        with self._lock:
+            return self._generation
 
     def view(self) -> dict[bytes, RootStatus]:
         """A copy, safe to read without the lock."""

@@ -12,6 +12,7 @@ import stat
 import threading
 import time
 
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 
@@ -103,8 +104,15 @@ class Writer:
     """Runs scans of every root and stores them."""
 
     def __init__(
-        self, config: Config, pool: ScanPool, store: Store, status: ScanStatus
+        self,
+        config: Config,
+        pool: ScanPool,
+        store: Store,
+        status: ScanStatus,
+        on_complete: Callable[[], None] | None = None,
     ) -> None:
+        #: Called after each walked root's generation became visible.
+        self.on_complete = on_complete
         self.config = config
         self.pool = pool
         self.store = store
@@ -138,6 +146,8 @@ class Writer:
             self.log.error("scan_failed", root=label, error=str(e))
             return False
         self.status.finished(walk.roots, "success")
+        if self.on_complete is not None:
+            self.on_complete()
         self.log.info(
             "scan_completed",
             root=label,
