@@ -41,99 +41,85 @@
 #define FTS_SORT_THRESHOLD 10000
 #define FTS_BATCH 100000
 
+/* One batch of names read (GNU fts reads and sorts 100,000 at a time). */
 typedef struct {
-    size_t name;              /* offset into the name buffer */
+    size_t name;              /* offset into the batch's name buffer */
     ino_t d_ino;
-    int err;
-    struct stat st;
-} entry_t;
+} name_t;
 
 typedef struct {
-    entry_t *items;
+    name_t *items;
     size_t len, cap;
     char *names;
     size_t names_len, names_cap;
-} listing_t;
+} batch_t;
 
-static void listing_free(listing_t *l) {
-    free(l->items);
-    free(l->names);
+/* What must reach Python: subdirectories, multi-link inodes, errors. */
+enum { REC_DIR, REC_LINK, REC_ERR };
+
+typedef struct {
+    int kind, err;
+    size_t name;              /* offset into scan_t.rec_names */
+    size_t index;
+    unsigned long long dev, ino, uid;
+    long long blocks, size;
+    double mtime;
+} rec_t;
+
+typedef struct {
+    uid_t uid;
+    long long blocks, apparent, files;
+} owner_t;
+
+/* Everything one directory adds up to; filled without the GIL. */
+typedef struct {
+    long long count, files, blocks, apparent, hsum;
+    long long hist[N_BUCKETS + 1];
+    double mtime;
+    owner_t *owners;
+    size_t n_owners;
+    rec_t *recs;
+    size_t n_recs, cap_recs;
+    char *rec_names;
+    size_t rec_names_len, rec_names_cap;
+} scan_t;
+
+static int grow(void **buf, size_t *cap, size_t need, size_t size) {
+    if (need <= *cap) return 0;
+    size_t cap2 = *cap ? *cap : 64;
+    while (cap2 < need) cap2 *= 2;
+    void *grown = realloc(*buf, cap2 * size);
+    if (!grown) return -1;
+    *buf = grown;
+    *cap = cap2;
+    return 0;
 }
 
-static int listing_add(listing_t *l, const char *name, ino_t ino) {
+static int add_name(char **buf, size_t *len, size_t *cap, const char *name,
+                    size_t *offset) {
     size_t n = strlen(name) + 1;
-    if (l->len == l->cap) {
-        size_t cap = l->cap ? l->cap * 2 : 64;
-        entry_t *items = realloc(l->items, cap * sizeof(entry_t));
-        if (!items) return -1;
-        l->items = items;
-        l->cap = cap;
-    }
-    if (l->names_len + n > l->names_cap) {
-        size_t cap = l->names_cap ? l->names_cap * 2 : 4096;
-        while (cap < l->names_len + n) cap *= 2;
-        char *names = realloc(l->names, cap);
-        if (!names) return -1;
-        l->names = names;
-        l->names_cap = cap;
-    }
-    memcpy(l->names + l->names_len, name, n);
-    l->items[l->len].name = l->names_len;
-    l->items[l->len].d_ino = ino;
-    l->items[l->len].err = 0;
-    l->names_len += n;
-    l->len++;
+    if (grow((void **)buf, cap, *len + n, 1) < 0) return -1;
+    memcpy(*buf + *len, name, n);
+    *offset = *len;
+    *len += n;
+    return 0;
+}
+
+static int batch_add(batch_t *b, const char *name, ino_t ino) {
+    if (grow((void **)&b->items, &b->cap, b->len + 1, sizeof(name_t)) < 0)
+        return -1;
+    size_t offset;
+    if (add_name(&b->names, &b->names_len, &b->names_cap, name, &offset) < 0)
+        return -1;
+    b->items[b->len].name = offset;
+    b->items[b->len].d_ino = ino;
+    b->len++;
     return 0;
 }
 
 static int by_inode(const void *a, const void *b) {
-    ino_t x = ((const entry_t *)a)->d_ino, y = ((const entry_t *)b)->d_ino;
+    ino_t x = ((const name_t *)a)->d_ino, y = ((const name_t *)b)->d_ino;
     return (x > y) - (x < y);
-}
-
-/* Read and stat everything; no Python calls (runs without the GIL). */
-static int read_dir(const char *path, int sort_big, listing_t *l) {
-    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) return errno;
-    DIR *dir = fdopendir(fd);
-    if (!dir) {
-        int e = errno;
-        close(fd);
-        return e;
-    }
-    int err = 0;
-    for (;;) {
-        errno = 0;
-        struct dirent *d = readdir(dir);
-        if (!d) {
-            err = errno;
-            break;
-        }
-        const char *n = d->d_name;
-        if (n[0] == '.' && (n[1] == 0 || (n[1] == '.' && n[2] == 0)))
-            continue;
-        if (listing_add(l, n, d->d_ino) < 0) {
-            err = ENOMEM;
-            break;
-        }
-    }
-    if (!err) {
-        /* GNU fts reads 100,000 entries at a time and sorts each batch
-           of more than 10,000 by inode (on most filesystems). */
-        for (size_t start = 0; sort_big && start < l->len; start += FTS_BATCH) {
-            size_t n = l->len - start < FTS_BATCH ? l->len - start : FTS_BATCH;
-            if (n > FTS_SORT_THRESHOLD)
-                qsort(l->items + start, n, sizeof(entry_t), by_inode);
-        }
-        int dfd = dirfd(dir);
-        for (size_t i = 0; i < l->len; i++) {
-            entry_t *e = &l->items[i];
-            if (fstatat(dfd, l->names + e->name, &e->st, AT_SYMLINK_NOFOLLOW))
-                e->err = errno;
-        }
-    }
-    closedir(dir);
-    return err;
 }
 
 static double mtime_of(const struct stat *st) {
@@ -148,124 +134,169 @@ static int bucket_of(long long size) {
     return N_BUCKETS;
 }
 
-/* Sums per owner: a directory rarely holds more than a few owners. */
-typedef struct {
-    uid_t uid;
-    long long blocks, apparent, files;
-} owner_t;
-
-static int owner_add(owner_t **owners, size_t *n, const struct stat *st) {
-    for (size_t i = 0; i < *n; i++) {
-        if ((*owners)[i].uid == st->st_uid) {
-            (*owners)[i].blocks += st->st_blocks;
-            (*owners)[i].apparent += st->st_size;
-            (*owners)[i].files++;
+static int owner_add(scan_t *sc, const struct stat *st) {
+    for (size_t i = 0; i < sc->n_owners; i++) {
+        owner_t *o = &sc->owners[i];
+        if (o->uid == st->st_uid) {
+            o->blocks += st->st_blocks;
+            o->apparent += st->st_size;
+            o->files++;
             return 0;
         }
     }
-    owner_t *grown = realloc(*owners, (*n + 1) * sizeof(owner_t));
+    owner_t *grown = realloc(sc->owners, (sc->n_owners + 1) * sizeof(owner_t));
     if (!grown) return -1;
-    *owners = grown;
-    grown[*n] = (owner_t){st->st_uid, st->st_blocks, st->st_size, 1};
-    (*n)++;
+    sc->owners = grown;
+    grown[sc->n_owners++] = (owner_t){st->st_uid, st->st_blocks, st->st_size, 1};
     return 0;
 }
 
-static PyObject *owner_list(const owner_t *owners, size_t n) {
-    PyObject *list = PyList_New((Py_ssize_t)n);
-    if (!list) return NULL;
-    for (size_t i = 0; i < n; i++) {
-        PyObject *item = Py_BuildValue(
-            "(K L L L)", (unsigned long long)owners[i].uid, owners[i].blocks,
-            owners[i].apparent, owners[i].files);
-        if (!item) {
-            Py_DECREF(list);
-            return NULL;
-        }
-        PyList_SET_ITEM(list, (Py_ssize_t)i, item);
+static int record(scan_t *sc, int kind, const char *name, size_t index,
+                  const struct stat *st, int err) {
+    if (grow((void **)&sc->recs, &sc->cap_recs, sc->n_recs + 1, sizeof(rec_t)) < 0)
+        return -1;
+    rec_t *r = &sc->recs[sc->n_recs];
+    memset(r, 0, sizeof *r);
+    if (add_name(&sc->rec_names, &sc->rec_names_len, &sc->rec_names_cap, name,
+                 &r->name) < 0)
+        return -1;
+    r->kind = kind;
+    r->err = err;
+    r->index = index;
+    if (st) {
+        r->dev = st->st_dev;
+        r->ino = st->st_ino;
+        r->uid = st->st_uid;
+        r->blocks = st->st_blocks;
+        r->size = st->st_size;
+        r->mtime = mtime_of(st);
     }
-    return list;
+    sc->n_recs++;
+    return 0;
 }
 
-static PyObject *build_result(listing_t *l, int dir_errno) {
-    long long files = 0, count = 0, blocks = 0, apparent = 0, hsum = 0;
-    long long hist[N_BUCKETS + 1] = {0};
-    double mtime = 0.0;
-    owner_t *owners = NULL;
-    size_t n_owners = 0;
-    PyObject *subdirs = PyList_New(0), *links = PyList_New(0),
-             *errors = PyList_New(0), *histl = NULL, *ownl = NULL,
-             *result = NULL;
-    if (!subdirs || !links || !errors) goto done;
-    for (size_t i = 0; i < l->len; i++) {
-        entry_t *e = &l->items[i];
-        const char *name = l->names + e->name;
-        PyObject *item;
-        int rc;
-        if (e->err) {
-            item = Py_BuildValue("(y i)", name, e->err);
-            if (!item) goto done;
-            rc = PyList_Append(errors, item);
-            Py_DECREF(item);
-            if (rc) goto done;
+/* lstat one entry and fold it in: files are summed here, the rest kept. */
+static int fold(scan_t *sc, int dfd, const char *name, size_t index) {
+    struct stat st;
+    if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW))
+        return record(sc, REC_ERR, name, index, NULL, errno);
+    sc->count++;
+    if (S_ISDIR(st.st_mode)) return record(sc, REC_DIR, name, index, &st, 0);
+    sc->files++;
+    double m = mtime_of(&st);
+    if (m > sc->mtime) sc->mtime = m;
+    if (S_ISREG(st.st_mode)) {
+        sc->hist[bucket_of(st.st_size)]++;
+        sc->hsum += st.st_size;
+    }
+    if (st.st_nlink > 1) return record(sc, REC_LINK, name, index, &st, 0);
+    sc->blocks += st.st_blocks;
+    sc->apparent += st.st_size;
+    return owner_add(sc, &st);
+}
+
+/* Stat and fold one batch of names, sorted first where fts sorts. */
+static int fold_batch(scan_t *sc, int dfd, batch_t *b, int sort_big, size_t *index) {
+    if (sort_big && b->len > FTS_SORT_THRESHOLD)
+        qsort(b->items, b->len, sizeof(name_t), by_inode);
+    for (size_t i = 0; i < b->len; i++)
+        if (fold(sc, dfd, b->names + b->items[i].name, (*index)++) < 0) return -1;
+    b->len = 0;
+    b->names_len = 0;
+    return 0;
+}
+
+/* Read, stat and sum one directory; no Python calls (runs without the GIL).
+   Memory: one batch of names plus the records, never a stat per entry. */
+static int read_dir(const char *path, int sort_big, scan_t *sc) {
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return errno;
+    DIR *dir = fdopendir(fd);
+    if (!dir) {
+        int e = errno;
+        close(fd);
+        return e;
+    }
+    batch_t b = {0};
+    size_t index = 0;
+    int err = 0, dfd = dirfd(dir);
+    for (;;) {
+        errno = 0;
+        struct dirent *d = readdir(dir);
+        if (!d) {
+            err = errno;
+            break;
+        }
+        const char *n = d->d_name;
+        if (n[0] == '.' && (n[1] == 0 || (n[1] == '.' && n[2] == 0)))
             continue;
+        if (batch_add(&b, n, d->d_ino) < 0) {
+            err = ENOMEM;
+            break;
         }
-        const struct stat *st = &e->st;
-        count++;
-        if (S_ISDIR(st->st_mode)) {
-            item = Py_BuildValue(
-                "(y n K K L L d K)", name, (Py_ssize_t)i,
-                (unsigned long long)st->st_dev, (unsigned long long)st->st_ino,
-                (long long)st->st_blocks, (long long)st->st_size, mtime_of(st),
-                (unsigned long long)st->st_uid);
-            if (!item) goto done;
-            rc = PyList_Append(subdirs, item);
-            Py_DECREF(item);
-            if (rc) goto done;
-            continue;
-        }
-        files++;
-        double m = mtime_of(st);
-        if (m > mtime) mtime = m;
-        if (st->st_nlink > 1) {
-            item = Py_BuildValue(
-                "(K K n L L K)", (unsigned long long)st->st_dev,
-                (unsigned long long)st->st_ino, (Py_ssize_t)i,
-                (long long)st->st_blocks, (long long)st->st_size,
-                (unsigned long long)st->st_uid);
-            if (!item) goto done;
-            rc = PyList_Append(links, item);
-            Py_DECREF(item);
-            if (rc) goto done;
-        } else {
-            blocks += st->st_blocks;
-            apparent += st->st_size;
-            if (owner_add(&owners, &n_owners, st) < 0) {
-                PyErr_NoMemory();
-                goto done;
-            }
-        }
-        if (S_ISREG(st->st_mode)) {
-            hist[bucket_of(st->st_size)]++;
-            hsum += st->st_size;
+        if (b.len == FTS_BATCH && fold_batch(sc, dfd, &b, sort_big, &index) < 0) {
+            err = ENOMEM;
+            break;
         }
     }
-    histl = PyList_New(N_BUCKETS + 1);
-    if (!histl) goto done;
+    if (!err && fold_batch(sc, dfd, &b, sort_big, &index) < 0) err = ENOMEM;
+    free(b.items);
+    free(b.names);
+    closedir(dir);
+    return err;
+}
+
+static void scan_free(scan_t *sc) {
+    free(sc->owners);
+    free(sc->recs);
+    free(sc->rec_names);
+}
+
+static int append(PyObject *list, PyObject *item) {
+    if (!item) return -1;
+    int rc = PyList_Append(list, item);
+    Py_DECREF(item);
+    return rc;
+}
+
+static PyObject *build_result(const scan_t *sc, int dir_errno) {
+    PyObject *subdirs = PyList_New(0), *links = PyList_New(0),
+             *errors = PyList_New(0), *histl = PyList_New(N_BUCKETS + 1),
+             *ownl = PyList_New(0), *result = NULL;
+    if (!subdirs || !links || !errors || !histl || !ownl) goto done;
+    for (size_t i = 0; i < sc->n_recs; i++) {
+        const rec_t *r = &sc->recs[i];
+        const char *name = sc->rec_names + r->name;
+        int rc;
+        if (r->kind == REC_ERR)
+            rc = append(errors, Py_BuildValue("(y i)", name, r->err));
+        else if (r->kind == REC_DIR)
+            rc = append(subdirs, Py_BuildValue(
+                "(y n K K L L d K)", name, (Py_ssize_t)r->index, r->dev,
+                r->ino, r->blocks, r->size, r->mtime, r->uid));
+        else
+            rc = append(links, Py_BuildValue(
+                "(K K n L L K)", r->dev, r->ino, (Py_ssize_t)r->index,
+                r->blocks, r->size, r->uid));
+        if (rc) goto done;
+    }
     for (int k = 0; k <= N_BUCKETS; k++) {
-        PyObject *v = PyLong_FromLongLong(hist[k]);
+        PyObject *v = PyLong_FromLongLong(sc->hist[k]);
         if (!v) goto done;
         PyList_SET_ITEM(histl, k, v);
     }
-    ownl = owner_list(owners, n_owners);
-    if (!ownl) goto done;
-    result = Py_BuildValue("(L L L L d L O O O O i O)", count, files, blocks,
-                           apparent, mtime, hsum, histl, subdirs, links,
-                           errors, dir_errno, ownl);
+    for (size_t i = 0; i < sc->n_owners; i++) {
+        const owner_t *o = &sc->owners[i];
+        if (append(ownl, Py_BuildValue("(K L L L)", (unsigned long long)o->uid,
+                                       o->blocks, o->apparent, o->files)))
+            goto done;
+    }
+    result = Py_BuildValue("(L L L L d L O O O O i O)", sc->count, sc->files,
+                           sc->blocks, sc->apparent, sc->mtime, sc->hsum, histl,
+                           subdirs, links, errors, dir_errno, ownl);
 done:
-    free(owners);
-    Py_XDECREF(ownl);
     Py_XDECREF(histl);
+    Py_XDECREF(ownl);
     Py_XDECREF(subdirs);
     Py_XDECREF(links);
     Py_XDECREF(errors);
@@ -277,18 +308,22 @@ static PyObject *scan_dir(PyObject *self, PyObject *args) {
     int sort_big;
     (void)self;
     if (!PyArg_ParseTuple(args, "yp", &path, &sort_big)) return NULL;
-    listing_t l = {0};
+    scan_t sc;
+    memset(&sc, 0, sizeof sc);
     int err;
     Py_BEGIN_ALLOW_THREADS
-    err = read_dir(path, sort_big, &l);
+    err = read_dir(path, sort_big, &sc);
     Py_END_ALLOW_THREADS
     if (err == ENOMEM) {
-        listing_free(&l);
+        scan_free(&sc);
         return PyErr_NoMemory();
     }
-    if (err) l.len = 0;  /* an unreadable directory lists nothing */
-    PyObject *result = build_result(&l, err);
-    listing_free(&l);
+    if (err) {  /* an unreadable directory counts nothing of its own */
+        scan_free(&sc);
+        memset(&sc, 0, sizeof sc);
+    }
+    PyObject *result = build_result(&sc, err);
+    scan_free(&sc);
     return result;
 }
 
