@@ -100,6 +100,14 @@ class TestHttpMode:
             )
             assert du(root, "-B1", "--max-depth=1") == usage(samples, root, 1)
             assert 503 == exp.get("/-/ready")[0]
+            # Its self series exist anyway, at 0 (initialised, not missing).
+            for name in ("du_exporter_scan_entries", "du_exporter_scan_generation",
+                         "du_exporter_scan_duration_seconds",
+                         "du_exporter_last_success_timestamp_seconds",
+                         "du_exporter_scan_unreadable_entries",
+                         "du_exporter_scan_in_progress"):
+                assert 0 == value(samples, name, path=str(missing)), name
+            assert 1 <= (value(samples, "du_exporter_scan_generation", path=str(root)) or 0)
 
 
 def build_labels(samples) -> dict[str, str]:

@@ -176,7 +176,8 @@ def generation_families(cfg: Config, snap: Snapshot) -> Iterator[Metric]:
         _per_root(
             "du_exporter_scan_generation",
             "Id of the complete scan (generation) the directory series of "
-            "the root come from; it changes when a new scan completes.",
+            "the root come from (0: none yet); it changes when a new scan "
+            "completes.",
         ),
     )
     duration, success, entries, unreadable, generation = fams
@@ -186,13 +187,13 @@ def generation_families(cfg: Config, snap: Snapshot) -> Iterator[Metric]:
         gen = snap.generations.get(walk.top)
         for root in walk.roots:
             label = [label_path(root)]
+            # Every root has every series from start-up: 0 until a scan
+            # of it completes.
             success.add_metric(label, gen.finished if gen else 0)
-            if gen is None:
-                continue
-            duration.add_metric(label, gen.finished - gen.started)
-            entries.add_metric(label, gen.entries)
-            unreadable.add_metric(label, gen.unreadable)
-            generation.add_metric(label, gen.id)
+            duration.add_metric(label, gen.finished - gen.started if gen else 0)
+            entries.add_metric(label, gen.entries if gen else 0)
+            unreadable.add_metric(label, gen.unreadable if gen else 0)
+            generation.add_metric(label, gen.id if gen else 0)
     yield from fams
 
 
