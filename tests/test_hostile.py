@@ -489,10 +489,11 @@ class TestBackupDuringScan:
                 write(root / f"d{i}" / f"e{j}" / "f", 1000 * i + j)
         with Exporter(
             tmp_path, "--analyzed-path", str(root), "--dir-level", "2",
-            "--batch-size", "1", "--max-iops", "400",
+            "--batch-size", "1", "--max-iops", "100",
             "--scan-interval-minutes", "0.001",
         ) as exp:
             exp.wait_event("scan_completed")
+            completed = sum(e.get("event") == "scan_completed" for e in exp.events)
             exp.wait_for(lambda s: (value(
                 s, "du_exporter_scan_progress_entries", path=str(root)
             ) or 0) > 10)
@@ -502,7 +503,11 @@ class TestBackupDuringScan:
                 done = run(tmp_path, "db", "backup", dest, "--db-path", exp.db)
                 assert 0 == done.returncode, done.stderr
                 backups.append(dest)
+            # One and the same scan was writing during every backup.
             assert 1 == value(exp.scrape(), "du_exporter_scan_in_progress", path=str(root))
+            assert completed == sum(
+                e.get("event") == "scan_completed" for e in exp.events
+            )
         expected = du(root, "-B1", "--max-depth=2")
         for dest in backups:
             check = run(tmp_path, "db", "check", "--db-path", dest)

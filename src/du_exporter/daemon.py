@@ -139,6 +139,7 @@ class Daemon:
             make_registry(health, process_metrics=True),
             key_source=self.status.generation,
             fresh_ttl=1.0,
+            fresh_key=self.status.version,
         )
         pages = Pages(
             registry=make_registry(collector, process_metrics=True),

@@ -104,6 +104,7 @@ class Exposition:
         *,
         key_source: Callable[[], object] | None = None,
         fresh_ttl: float = 0.0,
+        fresh_key: Callable[[], object] = lambda: None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.reader = reader
@@ -111,6 +112,9 @@ class Exposition:
         self.fresh = fresh
         self.key_source = key_source
         self.fresh_ttl = fresh_ttl
+        #: The self metrics are rendered again as soon as this changes
+        #: (a scan started or ended), whatever ``fresh_ttl`` says.
+        self.fresh_key = fresh_key
         self.clock = clock
         self._render_lock = threading.Lock()
         self._bodies: _Bodies | None = None
@@ -184,6 +188,7 @@ class Exposition:
         """The self metrics, reused for ``fresh_ttl`` within one key (so
         they never lag behind the generation they are sent with)."""
         now = self.clock()
+        key = (key, self.fresh_key())
         hit = self._fresh.get((fmt, gz))
         if hit is not None and now - hit[0] < self.fresh_ttl and hit[1] == key:
             return hit[2]

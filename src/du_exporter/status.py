@@ -32,6 +32,7 @@ class ScanStatus:
         self._lock = threading.Lock()
         self._roots = {root: RootStatus() for root in roots}
         self._generation = 0
+        self._version = 0
 
     def set_roots(self, roots: list[bytes]) -> None:
         """After a reload: keep counters of roots that stay."""
@@ -40,6 +41,7 @@ class ScanStatus:
 
     def started(self, roots: list[bytes]) -> None:
         with self._lock:
+            self._version += 1
             for root in roots:
                 if root in self._roots:
                     self._roots[root].in_progress = True
@@ -53,6 +55,7 @@ class ScanStatus:
 
     def finished(self, roots: list[bytes], result: str, error: str = "") -> None:
         with self._lock:
+            self._version += 1
             for root in roots:
                 if root in self._roots:
                     st = self._roots[root]
@@ -61,6 +64,11 @@ class ScanStatus:
                     st.last_error = error
             if result == "success":
                 self._generation += 1
+
+    def version(self) -> int:
+        """Bumped whenever a scan starts or ends (not on progress)."""
+        with self._lock:
+            return self._version
 
     def generation(self) -> int:
         """Bumped whenever a scan completes: a new generation is visible."""
