@@ -309,7 +309,10 @@ class TestSignals:
     def test_stop_mid_scan(self, tmp_path: Path, sig: signal.Signals) -> None:
         root = make_tree(tmp_path / "t", dirs=20)
         db = tmp_path / "state" / "du.db"
-        with Exporter(tmp_path, "--analyzed-path", str(root), *CRASH_ARGS) as exp:
+        # Slower than CRASH_ARGS: a scan must outlast the self metrics'
+        # 1 s reuse, or its progress may never be seen above 20.
+        args = (*CRASH_ARGS[:4], "--max-iops", "150", *CRASH_ARGS[6:])
+        with Exporter(tmp_path, "--analyzed-path", str(root), *args) as exp:
             exp.wait_event("scan_completed")
             before = usage(exp.scrape())
             exp.wait_event("scan_started", 2)
