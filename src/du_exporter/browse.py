@@ -24,7 +24,7 @@ import urllib.parse
 
 from dataclasses import dataclass
 
-from du_exporter.collect import label_path
+from du_exporter.collect import human_bytes, label_path
 from du_exporter.config import Config
 from du_exporter.errors import DuExporterError
 from du_exporter.scan import depth_under
@@ -329,18 +329,9 @@ def _link(path: bytes, text: str, *, current: bool = False) -> str:
     return f'<a href="{_e(_href(path))}"{attr}>{_e(text)}</a>'
 
 
-def human(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if abs(value) < 1024 or unit == "PiB":  # noqa: PLR2004
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{n} B"  # pragma: no cover - the loop always returns
-
-
 def _bytes(n: int) -> str:
     """A humanized size, the exact byte count in its tooltip."""
-    return f'<span title="{n:,} bytes">{human(n)}</span>'
+    return f'<span title="{n:,} bytes">{human_bytes(n)}</span>'
 
 
 def _when(ts: float | None) -> str:
@@ -358,7 +349,7 @@ def _change(now: int, before: int | None) -> str:
     cls, sign = ("up", "+") if diff > 0 else ("down", "&minus;")
     return (
         f'<span class="{cls}" title="{diff:+,} bytes">'
-        f"{sign}{human(abs(diff))}</span>"
+        f"{sign}{human_bytes(abs(diff))}</span>"
     )
 
 

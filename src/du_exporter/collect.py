@@ -41,6 +41,16 @@ def label_path(path: bytes) -> str:
     return text.decode("utf-8", errors="backslashreplace")
 
 
+def human_bytes(n: int) -> str:
+    """A size for people: ``12.3 MiB`` (the sign kept, binary units)."""
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024:  # noqa: PLR2004 - the next unit
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} PiB"
+
+
 def _bound(le: float) -> str:
     return "+Inf" if math.isinf(le) else repr(le)
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from du_exporter.collect import label_path
+from du_exporter.collect import human_bytes, label_path
 from du_exporter.config import Config
 from du_exporter.errors import DuExporterError, StoreError
 from du_exporter.migrations import SCHEMA_VERSION
@@ -122,17 +122,8 @@ def top_rows(
     return rows[:count]
 
 
-def _human(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if value < 1024 or unit == "PiB":  # noqa: PLR2004
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{n} B"  # pragma: no cover - the loop always returns
-
-
 def _signed(n: int) -> str:
-    return ("+" if n > 0 else "-" if n < 0 else " ") + _human(abs(n))
+    return ("+" if n > 0 else "-" if n < 0 else " ") + human_bytes(abs(n))
 
 
 def _machine(records: list[dict[str, Any]], fields: list[str], fmt: str) -> str:
@@ -174,7 +165,7 @@ def render(
     for r in rows:
         newest = f"  {_when(r.mtime)}" if stale else ""
         lines.append(
-            f"{_human(size(r)):>10}  {r.files:>10}  {r.dirs:>8}{newest}  "
+            f"{human_bytes(size(r)):>10}  {r.files:>10}  {r.dirs:>8}{newest}  "
             f"{_display(r.path)}"
         )
     return "\n".join(lines) + "\n"
@@ -340,8 +331,8 @@ def render_diff(result: Diff, fmt: str) -> str:
             "-" if c.percent is None else f"{c.percent:+.1f}%" if c.change
             else "0.0%"
         )
-        old = "-" if c.old is None else _human(c.old)
-        new = "-" if c.new is None else _human(c.new)
+        old = "-" if c.old is None else human_bytes(c.old)
+        new = "-" if c.new is None else human_bytes(c.new)
         lines.append(
             f"{_signed(c.change):>11}  {pct:>8}  {old:>10}  {new:>10}  "
             f"{_display(c.path)}"
