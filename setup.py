@@ -13,8 +13,8 @@ from setuptools import Extension, setup
 setup(
     ext_modules=[
         Extension(
-            "du_exporter._fastscan",
-            ["src/du_exporter/_fastscan.c"],
+            "du_exporter.scan._fastscan",
+            ["src/du_exporter/scan/_fastscan.c"],
             optional=True,
             extra_compile_args=["-O2"],
         )

@@ -48,7 +48,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 MIB = 1024 * 1024
 #: Marks a scan worker in its command line (``python -m du_exporter.worker``).
-WORKER_MARK = b"du_exporter.worker"
+WORKER_MARK = b"du_exporter.scan.worker"
 
 
 def log(message: str) -> None:
@@ -806,7 +806,7 @@ def _choices(allowed: tuple[str, ...]) -> Callable[[str], list[str]]:
 
 def default_engine(python: str) -> str:
     """``c`` when the interpreter has the C reader, else ``python``."""
-    probe = [python, "-c", "import du_exporter._fastscan"]
+    probe = [python, "-c", "import du_exporter.scan._fastscan"]
     done = subprocess.run(probe, capture_output=True, check=False)
     return "c" if done.returncode == 0 else "python"
 

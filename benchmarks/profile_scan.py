@@ -29,7 +29,7 @@ from collections import Counter
 from pathlib import Path
 
 
-WORKER_MARK = "du_exporter.worker"
+WORKER_MARK = "du_exporter.scan.worker"
 _PROCESS = re.compile(r'^process \d+:"(?P<cmd>[^"]*)"$')
 _LOCATION = re.compile(r"^(?P<func>.*) \((?P<file>[^():]*)(:\d+)?\)$")
 

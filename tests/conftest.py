@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from du_exporter.scan import engine_available
-from du_exporter.scan_pool import ScanPool
+from du_exporter.scan.pool import ScanPool
+from du_exporter.scan.walker import engine_available
 from helpers import Scanner
 
 

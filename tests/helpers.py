@@ -15,10 +15,12 @@ import pytest
 
 from du_exporter import config as config_mod
 from du_exporter.config import Config
-from du_exporter.scan_pool import ScanPool
-from du_exporter.status import ScanStatus
-from du_exporter.store import DirRow, Reader, Store
-from du_exporter.writer import Writer
+from du_exporter.scan.pool import ScanPool
+from du_exporter.scan.runner import Writer
+from du_exporter.scan.status import ScanStatus
+from du_exporter.store.reader import Reader
+from du_exporter.store.rows import DirRow
+from du_exporter.store.writer import Store
 
 
 def du(path: Path | bytes, *args: str) -> dict[bytes, int]:

@@ -32,18 +32,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from du_exporter.browse import (
-    MAX_ROWS,
-    NotFound,
-    browse_page,
-    query_path,
-    unlabel_path,
-)
-from du_exporter.collect import label_path
 from du_exporter.config import Config
-from du_exporter.scan_pool import ScanPool
-from du_exporter.serve import Pages, ServerHandle, start_server
-from du_exporter.store import Reader, Store, UnitRow
+from du_exporter.errors import NotFound
+from du_exporter.paths import label_path, unlabel_path
+from du_exporter.scan.pool import ScanPool
+from du_exporter.store.reader import Reader
+from du_exporter.store.rows import UnitRow
+from du_exporter.store.writer import Store
+from du_exporter.web.browse import MAX_ROWS, browse_page, query_path
+from du_exporter.web.server import Pages, ServerHandle, start_server
 from exporter import Exporter
 from helpers import Scanner, du, write
 

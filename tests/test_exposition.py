@@ -14,8 +14,10 @@ from prometheus_client.openmetrics.parser import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
-from du_exporter.exposition import Exposition
-from du_exporter.store import Reader, Store, UnitRow
+from du_exporter.expose.exposition import Exposition
+from du_exporter.store.reader import Reader
+from du_exporter.store.rows import UnitRow
+from du_exporter.store.writer import Store
 from helpers import Scanner, du, write
 
 
@@ -128,8 +130,8 @@ class TestFormatter:
             generate_latest as om_latest,
         )
 
-        from du_exporter.collect import directory_families
-        from du_exporter.exposition import format_families
+        from du_exporter.expose.exposition import format_families
+        from du_exporter.expose.families import directory_families
 
         root = tmp_path / "t"
         write(root / "a" / "f", 10_000)

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from du_exporter.migrations import SCHEMA_VERSION
-from du_exporter.store import Reader
+from du_exporter.store.reader import Reader
+from du_exporter.store.schema import SCHEMA_VERSION
 from exporter import (
     Exporter,
     Samples,
@@ -235,7 +235,7 @@ class TestCrash:
             proc.stdout.close()
             took = time.monotonic() - started
             assert ["ok"] == integrity(db)
-            from du_exporter.store import Store
+            from du_exporter.store.writer import Store
 
             Store.open(db).close()  # start-up drops the partial generation
             assert {"complete"} == {g[1] for g in generations(db)}
@@ -252,7 +252,9 @@ COMPLETION_SCRIPT = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from du_exporter.store import Store, UnitRow, connect
+    from du_exporter.store.db import connect
+    from du_exporter.store.rows import UnitRow
+    from du_exporter.store.writer import Store
 
     path, action = Path(sys.argv[1]), sys.argv[2]
 

@@ -24,7 +24,7 @@ from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as om_families,
 )
 
-from du_exporter.collect import label_path
+from du_exporter.paths import label_path
 from exporter import Exporter, Samples, clean_env, parse, run, value
 from helpers import du, write
 

@@ -6,13 +6,14 @@ import sqlite3
 
 from pathlib import Path
 
-from du_exporter.migrations import (
+from du_exporter.store.reader import Reader
+from du_exporter.store.schema import (
     MIGRATIONS,
     SCHEMA_VERSION,
     migrate,
     user_version,
 )
-from du_exporter.store import Reader, Store
+from du_exporter.store.writer import Store
 
 
 def v1_database(path: Path) -> None:

@@ -12,8 +12,8 @@ import pytest
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from du_exporter.collect import user_name
-from du_exporter.store import Reader
+from du_exporter.expose.families import user_name
+from du_exporter.store.reader import Reader
 from exporter import clean_env
 from helpers import Scanner, write
 

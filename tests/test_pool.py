@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from du_exporter.errors import ScanError
-from du_exporter.priority import ioprio_of
-from du_exporter.scan import Plan, Unit, UnitResult
-from du_exporter.scan_pool import ScanPool
+from du_exporter.scan.model import Plan, Unit, UnitResult
+from du_exporter.scan.pool import ScanPool
+from du_exporter.scan.priority import ioprio_of
 from helpers import du, write
 
 

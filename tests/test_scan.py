@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from du_exporter.scan import Plan, Unit, UnitResult
-from du_exporter.scan_pool import ScanPool
+from du_exporter.scan.model import Plan, Unit, UnitResult
+from du_exporter.scan.pool import ScanPool
 from helpers import Scanner, du, write
 
 

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
-from du_exporter.serve import Pages, ServerHandle, start_server
+from du_exporter.web.server import Pages, ServerHandle, start_server
 
 
 LANDING = "<!DOCTYPE html><title>du-exporter</title><a href='/metrics'>m</a>"

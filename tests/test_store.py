@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from du_exporter import migrations
 from du_exporter.errors import MigrationError, StoreError
-from du_exporter.migrations import SCHEMA_VERSION, migrate, user_version
-from du_exporter.store import Reader, Store, UnitRow
+from du_exporter.store import schema as migrations
+from du_exporter.store.reader import Reader
+from du_exporter.store.rows import UnitRow
+from du_exporter.store.schema import SCHEMA_VERSION, migrate, user_version
+from du_exporter.store.writer import Store
 from helpers import immutable
 
 

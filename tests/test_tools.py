@@ -27,9 +27,11 @@ from typing import Any
 import pytest
 import yaml
 
-from du_exporter.collect import label_path
-from du_exporter.store import Generation, Reader, Store, UnitRow
-from du_exporter.tools import parse_since
+from du_exporter.ops.tools import parse_since
+from du_exporter.paths import label_path
+from du_exporter.store.reader import Reader
+from du_exporter.store.rows import Generation, UnitRow
+from du_exporter.store.writer import Store
 from helpers import du
 
 

@@ -37,10 +37,10 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from prometheus_client import CollectorRegistry, Gauge
 
 from du_exporter import config as config_mod
-from du_exporter import web_config
 from du_exporter.errors import ConfigError
-from du_exporter.serve import Pages, ServerHandle, start_server
-from du_exporter.web_config import BasicAuth, WebConfig
+from du_exporter.web import webconfig as web_config
+from du_exporter.web.server import Pages, ServerHandle, start_server
+from du_exporter.web.webconfig import BasicAuth, WebConfig
 from exporter import Exporter, clean_env
 
 

@@ -20,12 +20,13 @@ from typing import Any, TypeVar
 import click
 import yaml
 
-from du_exporter import __version__, tools
+from du_exporter import __version__
 from du_exporter.config import BOOLEAN_KEYS, KEYS, Config, load
 from du_exporter.daemon import Daemon, run_once
 from du_exporter.errors import DuExporterError
 from du_exporter.log import configure_logging
-from du_exporter.store import Reader
+from du_exporter.ops import tools
+from du_exporter.store.reader import Reader
 
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -18,9 +18,9 @@ from typing import Any
 
 import yaml
 
-from du_exporter import web_config
 from du_exporter.errors import ConfigError
-from du_exporter.scan import engine_available
+from du_exporter.scan.walker import engine_available
+from du_exporter.web import webconfig as web_config
 
 
 ENV_PREFIX = "DU_EXPORTER_"

@@ -7,7 +7,6 @@ and a function that re-reads it on SIGHUP.
 from __future__ import annotations
 
 import dataclasses
-import os
 import threading
 import time
 
@@ -24,8 +23,6 @@ from prometheus_client import (
     write_to_textfile,
 )
 
-from du_exporter.browse import browse_page
-from du_exporter.collect import HealthCollector, UsageCollector
 from du_exporter.config import Config, format_address
 from du_exporter.errors import (
     ConfigError,
@@ -33,23 +30,23 @@ from du_exporter.errors import (
     ScanAbortedError,
     StoreError,
 )
-from du_exporter.exposition import Exposition
-from du_exporter.landing import landing_page
+from du_exporter.expose.exposition import Exposition
+from du_exporter.expose.families import HealthCollector, UsageCollector
 from du_exporter.notify import notify, start_watchdog
+from du_exporter.paths import plan_walks, root_levels
 from du_exporter.progress import Progress
-from du_exporter.scan_pool import ScanPool
-from du_exporter.serve import Pages, ServerHandle, start_server
-from du_exporter.status import ScanStatus
-from du_exporter.store import Reader, Store
-from du_exporter.web_config import load as load_web_config
-from du_exporter.writer import Writer, plan_walks
+from du_exporter.scan.pool import ScanPool
+from du_exporter.scan.runner import Writer
+from du_exporter.scan.status import ScanStatus
+from du_exporter.store.reader import Reader
+from du_exporter.store.writer import Store
+from du_exporter.web.browse import browse_page
+from du_exporter.web.landing import landing_page
+from du_exporter.web.server import Pages, ServerHandle, start_server
+from du_exporter.web.webconfig import load as load_web_config
 
 
 log = structlog.get_logger("du_exporter")
-
-
-def _root_keys(config: Config) -> list[bytes]:
-    return [os.fsencode(r.path) for r in config.roots]
 
 
 def make_registry(
@@ -75,7 +72,7 @@ def is_ready(config: Config, reader: Reader) -> bool:
 def run_once(config: Config, progress: TextIO | None = None) -> int:
     """Mode ``file``: scan every root, write the textfile, return the exit code."""
     store = Store.open(config.db_path)
-    status = ScanStatus(_root_keys(config))
+    status = ScanStatus(list(root_levels(config.roots)))
     try:
         with ScanPool(config.max_procs, config.scan_priority) as pool:
             writer = Writer(config, pool, store, status)
@@ -125,7 +122,7 @@ class Daemon:
         self.reload_config = reload_config
         self.store = Store.open(config.db_path)
         self.reader = Reader(config.db_path)
-        self.status = ScanStatus(_root_keys(config))
+        self.status = ScanStatus(list(root_levels(config.roots)))
         self.server: ServerHandle | None = None
         self.pool: ScanPool | None = None
         self.exposition: Exposition | None = None
@@ -240,7 +237,7 @@ class Daemon:
             log.error("reload_failed", error=str(e))
             return
         old, self.config = self.config, new
-        self.status.set_roots(_root_keys(new))
+        self.status.set_roots(list(root_levels(new.roots)))
         if new.db_path != old.db_path:
             log.warning("reload_ignored", key="db-path", reason="needs a restart")
             new = self.config = _replace_db_path(new, old.db_path)
@@ -251,7 +248,7 @@ class Daemon:
             except DuExporterError as e:
                 log.error("reload_failed", error=str(e))
                 self.config = old
-                self.status.set_roots(_root_keys(old))
+                self.status.set_roots(list(root_levels(old.roots)))
                 self._restart_server()
                 return
         if self.pool is not None and (new.max_procs, new.scan_priority) != (

@@ -36,3 +36,7 @@ class MigrationError(StoreError):
 
 class ScanAbortedError(DuExporterError):
     """A scan was stopped (SIGTERM) before it completed; nothing is kept."""
+
+
+class NotFound(DuExporterError):  # noqa: N818 - the HTTP status it maps to
+    """A path that is not a directory of the last complete scan (HTTP 404)."""

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Self, TextIO
 
-from du_exporter.status import ScanStatus
+from du_exporter.scan.status import ScanStatus
 
 
 class Progress:

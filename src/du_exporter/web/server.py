@@ -43,8 +43,8 @@ from prometheus_client.exposition import (
 )
 from prometheus_client.registry import CollectorRegistry
 
-from du_exporter.browse import NotFound
-from du_exporter.web_config import BasicAuth, WebConfig
+from du_exporter.errors import NotFound
+from du_exporter.web.webconfig import BasicAuth, WebConfig
 
 
 _TEXT = "text/plain; charset=utf-8"

@@ -18,55 +18,14 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from du_exporter.config import Config, Root
+from du_exporter.config import Config
 from du_exporter.errors import ScanAbortedError, ScanError, StoreError
-from du_exporter.scan import (
-    SIZE_BUCKETS,
-    Plan,
-    Unit,
-    UnitResult,
-    depth_under,
-)
-from du_exporter.scan_pool import ScanPool
-from du_exporter.status import ScanStatus
-from du_exporter.store import LinkRow, Store, UnitRow
-
-
-@dataclass(frozen=True)
-class Walk:
-    """One walked root and the configured roots it covers (itself first)."""
-
-    top: bytes
-    exports: tuple[tuple[bytes, int], ...]
-
-    @property
-    def roots(self) -> list[bytes]:
-        return [root for root, _ in self.exports]
-
-    def export_of(self, path: bytes) -> tuple[bytes, int] | None:
-        """The innermost root that gives ``path`` a row, and its level."""
-        for root, level in reversed(self.exports):
-            depth = depth_under(path, root)
-            if depth <= level:
-                return root, depth
-        return None
-
-
-def plan_walks(roots: tuple[Root, ...]) -> list[Walk]:
-    """Group the configured roots: nested roots join the outer walk."""
-    encoded = sorted((os.fsencode(r.path), r.level) for r in roots)
-    walks: list[Walk] = []
-    for path, level in encoded:
-        outer = next(
-            (w for w in walks if depth_under(path, w.top) < 1 << 30), None
-        )
-        if outer is None:
-            walks.append(Walk(path, ((path, level),)))
-        else:
-            walks[walks.index(outer)] = Walk(
-                outer.top, (*outer.exports, (path, level))
-            )
-    return walks
+from du_exporter.paths import Walk, depth_under, plan_walks
+from du_exporter.scan.model import SIZE_BUCKETS, Plan, Unit, UnitResult
+from du_exporter.scan.pool import ScanPool
+from du_exporter.scan.status import ScanStatus
+from du_exporter.store.rows import LinkRow, UnitRow
+from du_exporter.store.writer import Store
 
 
 @dataclass

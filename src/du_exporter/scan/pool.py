@@ -27,8 +27,9 @@ from types import TracebackType
 from typing import Self
 
 from du_exporter.errors import ScanAbortedError, ScanError
-from du_exporter.scan import MappedHunger, Plan, Unit, UnitResult
-from du_exporter.worker import read_frame, write_frame
+from du_exporter.scan.hunger import MappedHunger
+from du_exporter.scan.model import Plan, Unit, UnitResult
+from du_exporter.scan.worker import read_frame, write_frame
 
 
 #: Called with each result, its unit id and its parent unit's id.
@@ -55,7 +56,7 @@ class _Worker:
         self, hunger_fd: int, done: queue.SimpleQueue[_Done], level: str
     ) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "du_exporter.worker", str(hunger_fd), level],
+            [sys.executable, "-m", "du_exporter.scan.worker", str(hunger_fd), level],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             pass_fds=(hunger_fd,),

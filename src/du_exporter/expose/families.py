@@ -8,7 +8,6 @@ between scrapes and nothing here ever starts a scan.
 from __future__ import annotations
 
 import math
-import os
 import platform
 import pwd
 import time
@@ -26,29 +25,10 @@ from prometheus_client.core import (
 
 from du_exporter import __version__
 from du_exporter.config import Config
-from du_exporter.status import RESULTS, ScanStatus
-from du_exporter.store import Reader, Snapshot
-from du_exporter.writer import plan_walks
-
-
-def label_path(path: bytes) -> str:
-    r"""A path as a label value: valid UTF-8, unambiguous.
-
-    Bytes that are not UTF-8 become ``\xNN`` and a backslash becomes
-    ``\\``, so two different paths never share a label.
-    """
-    text = path.replace(b"\\", b"\\\\")
-    return text.decode("utf-8", errors="backslashreplace")
-
-
-def human_bytes(n: int) -> str:
-    """A size for people: ``12.3 MiB`` (the sign kept, binary units)."""
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(value) < 1024:  # noqa: PLR2004 - the next unit
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} PiB"
+from du_exporter.paths import label_path, plan_walks, root_levels
+from du_exporter.scan.status import RESULTS, ScanStatus
+from du_exporter.store.reader import Reader
+from du_exporter.store.rows import Snapshot
 
 
 def _bound(le: float) -> str:
@@ -249,7 +229,7 @@ class _Usage:
             "the last completed scan.",
             labels=labels,
         )
-        levels = {os.fsencode(r.path): r.level for r in cfg.roots}
+        levels = root_levels(cfg.roots)
         for row in snap.rows:
             if row.level > levels.get(row.root, -1):
                 continue  # from a root or level no longer configured

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import html
-import time
 
 import yaml
 
 from du_exporter import __version__
-from du_exporter.collect import label_path
 from du_exporter.config import Config
 from du_exporter.errors import StoreError
-from du_exporter.status import ScanStatus
-from du_exporter.store import Reader
-from du_exporter.writer import plan_walks
+from du_exporter.paths import label_path, plan_walks, root_levels, when
+from du_exporter.scan.status import ScanStatus
+from du_exporter.store.reader import Reader
 
 
 _PAGE = """<!DOCTYPE html>
@@ -34,12 +32,6 @@ text-align:left}}pre{{background:#f4f4f4;padding:1em}}</style></head>
 """
 
 
-def _when(ts: float | None) -> str:
-    if ts is None:
-        return "none yet"
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts))
-
-
 def landing_page(config: Config, reader: Reader, status: ScanStatus) -> str:
     try:
         gens = reader.snapshot(with_rows=False).generations
@@ -50,7 +42,7 @@ def landing_page(config: Config, reader: Reader, status: ScanStatus) -> str:
         error = ""
     live = status.view()
     rows = []
-    levels = {r.path: r.level for r in config.roots}
+    levels = root_levels(config.roots)
     for walk in plan_walks(config.roots):
         gen = gens.get(walk.top)
         for root in walk.roots:
@@ -64,8 +56,8 @@ def landing_page(config: Config, reader: Reader, status: ScanStatus) -> str:
                     f"<td>{html.escape(cell)}</td>"
                     for cell in (
                         label,
-                        str(levels.get(label, "")),
-                        _when(gen.finished if gen else None),
+                        str(levels.get(root, "")),
+                        when(gen.finished if gen else None, none="none yet"),
                         state,
                     )
                 ) + "</tr>"

@@ -17,62 +17,30 @@ more probe.  Plain HTML and CSS, no JavaScript.
 from __future__ import annotations
 
 import html
-import os
 import re
-import time
 import urllib.parse
 
 from dataclasses import dataclass
 
-from du_exporter.collect import human_bytes, label_path
 from du_exporter.config import Config
-from du_exporter.errors import DuExporterError
-from du_exporter.scan import depth_under
-from du_exporter.store import DirRow, Generation, Reader, ReadSession
+from du_exporter.errors import NotFound
+from du_exporter.paths import (
+    OUTSIDE,
+    depth_under,
+    display,
+    human_bytes,
+    label_path,
+    root_levels,
+    size_of,
+    unlabel_path,
+    when,
+)
+from du_exporter.store.reader import Reader, ReadSession
+from du_exporter.store.rows import DirRow, Generation
 
 
 #: Child directories listed on one page; the rest are summed in one row.
 MAX_ROWS = 1000
-_FAR = 1 << 30  # depth_under() of a path outside the root
-
-
-class NotFound(DuExporterError):  # noqa: N818 - the HTTP status it maps to
-    """The path is not a directory of the last complete scan (HTTP 404)."""
-
-
-_ESCAPE = re.compile(r"\\(\\|x[0-9a-f]{2})?")
-_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F]}
-
-
-def unlabel_path(label: str) -> bytes:
-    r"""The inverse of :func:`~du_exporter.collect.label_path`.
-
-    ``\\`` is a backslash and ``\xNN`` the byte NN; any other text is
-    UTF-8.  Raises :class:`ValueError` for a string ``label_path`` never
-    returns (a lone backslash, ``\x41`` for ``A``), so every path has
-    exactly one label and back.
-    """
-    out = bytearray()
-    pos = 0
-    for m in _ESCAPE.finditer(label):
-        out += label[pos:m.start()].encode()  # UnicodeEncodeError: lone surrogate
-        escape = m.group(1)
-        if escape is None:
-            msg = f"lone backslash at offset {m.start()}"
-            raise ValueError(msg)
-        out += b"\\" if escape == "\\" else bytes([int(escape[1:], 16)])
-        pos = m.end()
-    out += label[pos:].encode()
-    path = bytes(out)
-    if label_path(path) != label:
-        msg = "not the label of any path (escapes only bytes that are not UTF-8)"
-        raise ValueError(msg)
-    return path
-
-
-def display(path: bytes) -> str:
-    r"""A path for the page: its label, control characters as ``\xNN``."""
-    return label_path(path).translate(_CONTROL)
 
 
 @dataclass(frozen=True)
@@ -142,26 +110,18 @@ def _locate(
     return found, chain
 
 
-def size_of(config: Config, row: DirRow) -> int:
-    return row.disk if config.size_mode == "disk" else row.apparent
-
-
-def _roots(config: Config) -> dict[bytes, int]:
-    return {os.fsencode(r.path): r.level for r in config.roots}
-
-
 def listing(reader: Reader, config: Config, path: bytes) -> Listing:
     """The directory ``path`` of the last complete scan; :class:`NotFound`."""
-    roots = _roots(config)
+    roots = root_levels(config.roots)
     with reader.session() as s:
         gens = _latest(s.complete_generations())
-        tops = [t for t in gens if depth_under(path, t) < _FAR]
+        tops = [t for t in gens if depth_under(path, t) < OUTSIDE]
         if not tops:
             msg = f"{label_path(path)!r} is in no complete scan"
             raise NotFound(msg)
         top = max(tops, key=len)
         gen, previous = gens[top]
-        nested = frozenset(r for r in roots if 0 < depth_under(r, top) < _FAR)
+        nested = frozenset(r for r in roots if 0 < depth_under(r, top) < OUTSIDE)
         found, chain = _locate(s, gen.id, top, path, nested)
         if found is None:
             msg = f"{label_path(path)!r} is not a directory of the last complete scan"
@@ -177,11 +137,11 @@ def listing(reader: Reader, config: Config, path: bytes) -> Listing:
                 old = {r.path: r for _, r in s.child_dirs(previous.id, depth, was[0])}
         below = _unreached(nested, path, kids)
         extra = [f[1] for f in (_locate(s, gen.id, top, r, nested)[0] for r in below) if f]
-    kids.sort(key=lambda r: (-size_of(config, r), r.path))
+    kids.sort(key=lambda r: (-size_of(config.size_mode, r), r.path))
     now = {r.path for r in kids}
     gone = sorted(
         (r for p, r in old.items() if p not in now),
-        key=lambda r: (-size_of(config, r), r.path),
+        key=lambda r: (-size_of(config.size_mode, r), r.path),
     )
     return Listing(
         gen=gen,
@@ -202,12 +162,12 @@ def _unreached(
     """Nested roots below ``path`` that no child leads to, outermost only."""
     below = sorted(
         r for r in nested
-        if 0 < depth_under(r, path) < _FAR
-        and not any(depth_under(r, k.path) < _FAR for k in kids)
+        if 0 < depth_under(r, path) < OUTSIDE
+        and not any(depth_under(r, k.path) < OUTSIDE for k in kids)
     )
     return [
         r for r in below
-        if not any(0 < depth_under(r, o) < _FAR for o in below)
+        if not any(0 < depth_under(r, o) < OUTSIDE for o in below)
     ]
 
 
@@ -222,13 +182,13 @@ class RootEntry:
 
 def root_entries(reader: Reader, config: Config) -> list[RootEntry]:
     """Every walked root of the store and every configured root, by path."""
-    roots = _roots(config)
+    roots = root_levels(config.roots)
     out: dict[bytes, RootEntry] = {}
     with reader.session() as s:
         gens = _latest(s.complete_generations())
         for top, (gen, _) in gens.items():
             nested = frozenset(
-                r for r in roots if 0 < depth_under(r, top) < _FAR
+                r for r in roots if 0 < depth_under(r, top) < OUTSIDE
             )
             for root in [top, *nested]:
                 found = _locate(s, gen.id, top, root, nested)[0]
@@ -334,12 +294,6 @@ def _bytes(n: int) -> str:
     return f'<span title="{n:,} bytes">{human_bytes(n)}</span>'
 
 
-def _when(ts: float | None) -> str:
-    if ts is None:
-        return "-"
-    return time.strftime("%Y-%m-%d %H:%M", time.gmtime(ts)) + " UTC"
-
-
 def _change(now: int, before: int | None) -> str:
     if before is None:
         return '<span class="new">new</span>'
@@ -402,7 +356,7 @@ def _cells(
 ) -> str:
     counts = (
         f'<td class="num">{row.files:,}</td><td class="num">{row.dirs:,}</td>'
-        f'<td class="num">{_e(_when(row.mtime))}</td>'
+        f'<td class="num">{_e(when(row.mtime))}</td>'
         if row is not None
         else '<td class="num"></td>' * 3
     )
@@ -423,20 +377,20 @@ def _cards(lst: Listing, config: Config) -> str:
         _card(second[0], _bytes(second[1])),
         _card("files", f"{d.files:,}"),
         _card("directories", f"{d.dirs:,}"),
-        _card("newest change", _e(_when(d.mtime))),
+        _card("newest change", _e(when(d.mtime))),
     ]
     if lst.previous is not None:
-        old = None if lst.before is None else size_of(config, lst.before)
+        old = None if lst.before is None else size_of(config.size_mode, lst.before)
         cards.append(_card("since previous scan", _change(first[1], old)))
     return '<div class="cards">' + "".join(cards) + "</div>"
 
 
 def _meta(lst: Listing, config: Config) -> str:
     g = lst.gen
-    text = f"Scan {g.id} of {_e(display(g.root))}, finished {_e(_when(g.finished))}"
+    text = f"Scan {g.id} of {_e(display(g.root))}, finished {_e(when(g.finished))}"
     if lst.previous is not None:
         p = lst.previous
-        text += f"; changes since scan {p.id}, finished {_e(_when(p.finished))}"
+        text += f"; changes since scan {p.id}, finished {_e(when(p.finished))}"
     elif config.keep_generations < 2:  # noqa: PLR2004
         text += "; keep-generations 2 or more shows the growth since the previous scan"
     else:
@@ -446,26 +400,26 @@ def _meta(lst: Listing, config: Config) -> str:
 
 
 def _rows(lst: Listing, config: Config) -> list[str]:
-    whole = size_of(config, lst.directory)
+    whole = size_of(config.size_mode, lst.directory)
     growth = lst.previous is not None
     rows = []
     for child in lst.children[:MAX_ROWS]:
-        size = size_of(config, child.row)
-        old = None if child.before is None else size_of(config, child.before)
+        size = size_of(config.size_mode, child.row)
+        old = None if child.before is None else size_of(config.size_mode, child.before)
         name = _link(child.row.path, display(child.row.path.rsplit(b"/", 1)[1]))
         rows.append(_cells(name, size, whole, _change(size, old) if growth else None, child.row))
     hidden = lst.children[MAX_ROWS:]
     if hidden:
-        size = sum(size_of(config, c.row) for c in hidden)
+        size = sum(size_of(config.size_mode, c.row) for c in hidden)
         text = f'<span class="note">{len(hidden):,} smaller directories</span>'
         rows.append(_cells(text, size, whole, "" if growth else None, None))
-    rest = whole - sum(size_of(config, c.row) for c in lst.children)
+    rest = whole - sum(size_of(config.size_mode, c.row) for c in lst.children)
     if lst.children and rest > 0:
         change = None
         if growth and lst.before is not None:
-            old_rest = size_of(config, lst.before) - sum(
-                size_of(config, c.before) for c in lst.children if c.before
-            ) - sum(size_of(config, r) for r in lst.gone)
+            old_rest = size_of(config.size_mode, lst.before) - sum(
+                size_of(config.size_mode, c.before) for c in lst.children if c.before
+            ) - sum(size_of(config.size_mode, r) for r in lst.gone)
             change = _change(rest, old_rest)
         text = '<span class="note">(files directly in here)</span>'
         rows.append(_cells(text, rest, whole, change if growth else None, None))
@@ -512,7 +466,7 @@ def render_listing(lst: Listing, config: Config) -> str:
 def render_roots(entries: list[RootEntry], config: Config) -> str:
     """The page listing the roots."""
     biggest = max(
-        (size_of(config, e.row) for e in entries if e.row is not None), default=0
+        (size_of(config.size_mode, e.row) for e in entries if e.row is not None), default=0
     )
     rows = []
     for e in entries:
@@ -525,9 +479,9 @@ def render_roots(entries: list[RootEntry], config: Config) -> str:
             continue
         rows.append(_cells(
             _link(e.path, display(e.path)),
-            size_of(config, e.row),
+            size_of(config.size_mode, e.row),
             biggest,
-            _e(_when(e.gen.finished if e.gen else None)),
+            _e(when(e.gen.finished if e.gen else None)),
             e.row,
         ))
     head = _HEAD.format(first="root", change='<th class="num">last scan</th>')

@@ -18,18 +18,20 @@ import operator
 import os
 import re
 import sqlite3
-import time
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
 
-from du_exporter.collect import human_bytes, label_path
 from du_exporter.config import Config
 from du_exporter.errors import DuExporterError, StoreError
-from du_exporter.migrations import SCHEMA_VERSION
-from du_exporter.store import DirRow, Generation, Reader, ReadSession, connect
+from du_exporter.paths import display, human_bytes, label_path, size_of, when
+from du_exporter.store.db import connect
+from du_exporter.store.reader import Reader, ReadSession
+from du_exporter.store.rows import DirRow, Generation
+from du_exporter.store.schema import SCHEMA_VERSION
 
 
 def _require(db_path: Path) -> None:
@@ -64,25 +66,6 @@ def parse_since(text: str, now: float) -> float:
         raise ValueError(msg) from None
 
 
-def _when(t: float | None) -> str:
-    if t is None:
-        return "-"
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
-
-
-_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F]}
-
-
-def _display(path: bytes) -> str:
-    r"""A path for the terminal table: its label, control characters as ``\xNN``.
-
-    Unambiguous: labels double every literal backslash and only write
-    ``\xNN`` for bytes of 0x80 and above, which are never control
-    characters.
-    """
-    return label_path(path).translate(_CONTROL)
-
-
 def _abspath(path: str) -> bytes:
     return os.fsencode(os.path.abspath(path)).rstrip(b"/") or b"/"
 
@@ -92,10 +75,7 @@ def _under(path: bytes, top: bytes) -> bool:
     return top in (b"/", path) or path.startswith(top + b"/")
 
 
-def _size_of(config: Config) -> Callable[[DirRow], int]:
-    if config.size_mode == "disk":
-        return lambda r: r.disk
-    return lambda r: r.apparent
+
 
 
 def top_rows(
@@ -117,7 +97,7 @@ def top_rows(
         rows = [r for r in rows if _under(r.path, want)]
     if stale_before is not None:
         rows = [r for r in rows if r.mtime < stale_before]
-    size = _size_of(config)
+    size = partial(size_of, config.size_mode)
     rows.sort(key=lambda r: (-size(r), r.path))
     return rows[:count]
 
@@ -146,7 +126,7 @@ def render(
 
     ``stale`` adds the newest modification time to the table.
     """
-    size = _size_of(config)
+    size = partial(size_of, config.size_mode)
     if fmt != "table":
         records = [
             {
@@ -163,10 +143,10 @@ def render(
     newest = f"  {'NEWEST MTIME':<19}" if stale else ""
     lines = [f"{'SIZE':>10}  {'FILES':>10}  {'DIRS':>8}{newest}  PATH"]
     for r in rows:
-        newest = f"  {_when(r.mtime)}" if stale else ""
+        newest = f"  {when(r.mtime)}" if stale else ""
         lines.append(
             f"{human_bytes(size(r)):>10}  {r.files:>10}  {r.dirs:>8}{newest}  "
-            f"{_display(r.path)}"
+            f"{display(r.path)}"
         )
     return "\n".join(lines) + "\n"
 
@@ -214,7 +194,7 @@ def _baseline(gens: list[Generation], since: float | None) -> Generation:
         if len(gens) < 2:  # noqa: PLR2004
             msg = (
                 f"diff: root {root!r} has only one complete scan "
-                f"(generation {latest.id}, finished {_when(latest.finished)});"
+                f"(generation {latest.id}, finished {when(latest.finished)});"
                 f" a diff needs two: run another scan (with keep-generations"
                 f" of 2 or more the previous one is kept)"
             )
@@ -224,16 +204,16 @@ def _baseline(gens: list[Generation], since: float | None) -> Generation:
     if not older:
         msg = (
             f"diff: root {root!r} has no complete scan finished at or before "
-            f"{_when(since)}; the oldest kept is generation {gens[0].id}, "
-            f"finished {_when(gens[0].finished)} (keep-generations sets how "
+            f"{when(since)}; the oldest kept is generation {gens[0].id}, "
+            f"finished {when(gens[0].finished)} (keep-generations sets how "
             f"many are kept)"
         )
         raise DuExporterError(msg)
     if older[-1] is latest:
         msg = (
             f"diff: root {root!r} has no complete scan finished after "
-            f"{_when(since)} (the latest is generation {latest.id}, "
-            f"finished {_when(latest.finished)}): nothing to compare"
+            f"{when(since)} (the latest is generation {latest.id}, "
+            f"finished {when(latest.finished)}): nothing to compare"
         )
         raise DuExporterError(msg)
     return older[-1]
@@ -276,7 +256,7 @@ def diff(
     """
     _require(reader.path)
     want = _abspath(path) if path is not None else b"/"
-    size = _size_of(config)
+    size = partial(size_of, config.size_mode)
     with reader.session() as session:
         by_root: dict[bytes, list[Generation]] = {}
         for g in session.complete_generations():
@@ -321,8 +301,8 @@ def render_diff(result: Diff, fmt: str) -> str:
     if fmt != "table":
         return _machine(records, DIFF_FIELDS, fmt)
     lines = [
-        f"{_display(new.root)}: generation {old.id} ({_when(old.finished)})"
-        f" -> generation {new.id} ({_when(new.finished)})"
+        f"{display(new.root)}: generation {old.id} ({when(old.finished)})"
+        f" -> generation {new.id} ({when(new.finished)})"
         for old, new in result.pairs
     ]
     lines.append(f"{'CHANGE':>11}  {'PERCENT':>8}  {'OLD':>10}  {'NEW':>10}  PATH")
@@ -335,7 +315,7 @@ def render_diff(result: Diff, fmt: str) -> str:
         new = "-" if c.new is None else human_bytes(c.new)
         lines.append(
             f"{_signed(c.change):>11}  {pct:>8}  {old:>10}  {new:>10}  "
-            f"{_display(c.path)}"
+            f"{display(c.path)}"
         )
     return "\n".join(lines) + "\n"
 

@@ -34,9 +34,9 @@ from prometheus_client.core import Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.utils import floatToGoString
 
-from du_exporter.collect import directory_families
 from du_exporter.config import Config
-from du_exporter.store import Reader
+from du_exporter.expose.families import directory_families
+from du_exporter.store.reader import Reader
 
 
 _EOF = b"# EOF\n"

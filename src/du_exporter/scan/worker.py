@@ -15,8 +15,10 @@ import sys
 
 from typing import IO
 
-from du_exporter import priority
-from du_exporter.scan import MappedHunger, scan_unit
+from du_exporter.scan import priority
+from du_exporter.scan.budget import Throttle
+from du_exporter.scan.hunger import MappedHunger
+from du_exporter.scan.walker import scan_unit
 
 
 HEADER = 8
@@ -48,10 +50,14 @@ def main() -> None:
             # The parent forwards stderr to its log; keep scanning.
             sys.stderr.write(f"du-exporter worker: scan-priority: {problem}\n")
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    # One budget per process, kept across units while the rate stays.
+    throttle = Throttle(0)
     while (frame := read_frame(stdin)) is not None:
         plan, unit = pickle.loads(frame)  # noqa: S301 - from our parent only
+        if throttle.rate != plan.iops:
+            throttle = Throttle(plan.iops)
         try:
-            result: object = scan_unit(plan, unit, hunger)
+            result: object = scan_unit(plan, unit, hunger, throttle)
         except Exception as e:  # noqa: BLE001 - reported to the parent, which fails the scan
             result = f"{type(e).__name__}: {e}"
         try:

@@ -1,0 +1,1 @@
+"""Exposition: metric families and the bytes /metrics and the textfile send."""

@@ -1,0 +1,1 @@
+"""Operator tools over the stored scans: top, diff, export, db admin."""

@@ -1,0 +1,1 @@
+"""Scanning: the walk, its engines, the worker pool and the scan runner."""

@@ -1,0 +1,329 @@
+"""The scan worker: walk one unit (a directory subtree) and sum it like du.
+
+This module runs inside the worker processes, so it imports nothing but
+the standard library.  A unit is one directory; the worker walks it
+depth-first with ``os.scandir`` and one ``lstat`` per entry, folds every
+subdirectory into the unit's totals, and hands back as separate units
+only the subdirectories that must get their own row (see
+:class:`Plan`) or that it gives away to idle workers.
+
+Sizes are exact like GNU du: ``st_blocks * 512`` (``du -B1``) and
+``st_size`` (``du -b``), a directory's own inode included.  An inode
+with more than one link is not summed here: it is reported with an
+*order key* so that the parent counts it once, in the directory where du
+would meet it first (depth first, entries in the order the filesystem
+lists them, sorted by inode number in directories of more than 10,000
+entries on the filesystems where GNU fts does that).
+"""
+from __future__ import annotations
+
+import os
+
+from bisect import bisect_left
+from collections.abc import Callable
+from stat import S_ISDIR, S_ISLNK, S_ISREG
+from typing import Any, NamedTuple
+
+from du_exporter.scan.budget import Throttle
+from du_exporter.scan.fs import (
+    FTS_INODE_SORT_THRESHOLD,
+    LONG_PATH,
+    NO_INODE_SORT,
+    fs_type,
+    fts_order,
+    open_dir,
+)
+from du_exporter.scan.ignore import Ignore
+from du_exporter.scan.model import (
+    MAX_LINKS,
+    SIZE_BUCKETS,
+    Hunger,
+    Plan,
+    Unit,
+    UnitResult,
+)
+
+
+_KEY_WIDTH = 4
+
+
+def scan_unit(
+    plan: Plan,
+    unit: Unit,
+    hunger: Hunger | None = None,
+    throttle: Throttle | None = None,
+) -> UnitResult:
+    """Walk one unit: what a worker process does per task.
+
+    A worker passes the same ``throttle`` for every unit, so a stream of
+    small units is held to the budget too.
+    """
+    return _Walker(plan, hunger, throttle or Throttle(plan.iops)).run(unit)
+
+
+class _DirStat(NamedTuple):
+    """The fields of a directory's stat that ``_Walker._dir`` reads."""
+
+    st_dev: int
+    st_ino: int
+    st_blocks: int
+    st_size: int
+    st_mtime: float
+    st_uid: int
+
+
+ScanDir = Callable[[bytes, bool], tuple[Any, ...]]
+
+
+def _fast_engine(engine: str) -> ScanDir | None:
+    """The C reader, unless ``engine`` is ``python`` or it is not built."""
+    if engine == "python":
+        return None
+    try:
+        from du_exporter.scan import _fastscan  # noqa: PLC0415 - optional module
+    except ImportError:
+        if engine == "c":
+            raise
+        return None
+    scan_dir: ScanDir = _fastscan.scan_dir
+    return scan_dir
+
+
+def engine_available(engine: str) -> bool:
+    """Whether ``engine`` (``auto``, ``c``, ``python``) can run here."""
+    try:
+        _fast_engine(engine)
+    except ImportError:
+        return False
+    return True
+
+
+class _Walker:
+    def __init__(
+        self, plan: Plan, hunger: Hunger | None, throttle: Throttle
+    ) -> None:
+        self.plan = plan
+        self.hunger = hunger
+        self.throttle = throttle
+        self.ignore = Ignore(plan.ignore)
+        self.sortable: dict[int, bool] = {}
+        self.fast = _fast_engine(plan.engine)
+
+    def run(self, unit: Unit) -> UnitResult:
+        res = UnitResult(path=unit.path)
+        stack: list[Unit] = [unit]
+        while stack:
+            if len(stack) > 1 and self.hunger and self.hunger.take():
+                # Idle workers: hand every pending directory back.
+                res.children.extend(stack)
+                break
+            if len(res.links) > MAX_LINKS:
+                # Keep the worker's memory bounded on hard-link farms.
+                res.children.extend(stack)
+                break
+            self._read_dir(stack.pop(), res, stack)
+        return res
+
+    def _list(
+        self, d: Unit, res: UnitResult, fd: int
+    ) -> list[os.DirEntry[str]] | None:
+        self.throttle.tick()
+        try:
+            with os.scandir(fd) as it:  # names: str (surrogateescape)
+                entries = list(it)
+        except OSError as e:
+            res.error(d.path, e)
+            return None
+        if len(entries) > FTS_INODE_SORT_THRESHOLD and self._sorts(d.dev):
+            entries = fts_order(entries, lambda e: e.inode())
+        return entries
+
+    def _read_fast(self, d: Unit, res: UnitResult, stack: list[Unit]) -> None:
+        """``_read_dir`` by the C extension: same sums, no per-file objects."""
+        assert self.fast is not None  # noqa: S101 - checked by the caller
+        (count, files, blocks, apparent, mtime, hsum, hist, subdirs, links,
+         errors, err, owners) = self.fast(d.path, self._sorts(d.dev))
+        self.throttle.tick(count + 1)
+        if err:
+            res.error(d.path, OSError(err, os.strerror(err)))
+            return
+        prefix = d.path if d.path.endswith(b"/") else d.path + b"/"
+        for name, errno in errors:
+            res.error(prefix + name, OSError(errno, os.strerror(errno)))
+        res.entries += count
+        res.files += files
+        res.disk += blocks * 512
+        res.apparent += apparent
+        res.mtime = max(res.mtime, mtime)
+        res.histogram_sum += hsum
+        for i, n in enumerate(hist):
+            res.histogram[i] += n
+        for uid, nblocks, size, _files in owners:
+            res.own(uid, nblocks * 512, size)
+        for dev, ino, index, nblocks, size, uid in links:
+            key = d.key + index.to_bytes(_KEY_WIDTH, "big")
+            res.links.append((dev, ino, key, nblocks * 512, size, uid))
+        for name, index, dev, ino, nblocks, size, dmtime, uid in subdirs:
+            key = d.key + index.to_bytes(_KEY_WIDTH, "big")
+            stat = _DirStat(dev, ino, nblocks, size, dmtime, uid)
+            self._dir(prefix + name, key, stat, d, d.via_symlink, res, stack)
+
+    def _read_dir(self, d: Unit, res: UnitResult, stack: list[Unit]) -> None:
+        """Sum one directory's entries into ``res``; queue its subdirectories.
+
+        The hot loop: keep it to one ``lstat`` and a few local operations
+        per entry.
+        """
+        plan = self.plan
+        follow = plan.follow_symlinks
+        res.mtime = max(res.mtime, d.mtime)
+        if d.linked:
+            key = self._key(d.key, d.via_symlink)
+            res.links.append((d.dev, d.ino, key, d.disk, d.apparent, d.uid))
+        else:
+            res.disk += d.disk
+            res.apparent += d.apparent
+            res.own(d.uid, d.disk, d.apparent)
+        skip = self.ignore.for_dir(d.path)
+        short = len(d.path) < LONG_PATH
+        if self.fast is not None and skip is None and not follow and short:
+            self._read_fast(d, res, stack)
+            return
+        try:
+            fd = open_dir(d.path)
+        except OSError as e:
+            self.throttle.tick()
+            res.error(d.path, e)
+            return
+        try:
+            self._read_entries(d, fd, skip, res, stack)
+        finally:
+            os.close(fd)
+
+    def _read_entries(
+        self,
+        d: Unit,
+        fd: int,
+        skip: Callable[[bytes, bytes], bool] | None,
+        res: UnitResult,
+        stack: list[Unit],
+    ) -> None:
+        """The Python hot loop: one ``lstat`` (``fstatat``) per entry."""
+        plan = self.plan
+        follow = plan.follow_symlinks
+        entries = self._list(d, res, fd)
+        if entries is None:
+            return
+        prefix = d.path if d.path.endswith(b"/") else d.path + b"/"
+        tick = self.throttle.tick if plan.iops > 0 else None
+        blocks = apparent = files = count = hsum = 0
+        mtime = res.mtime
+        hist, links = res.histogram, res.links
+        # Consume the listing from the end of a reversed copy: each entry
+        # (and the stat it caches) is freed once summed, so a directory of
+        # 200,000 entries does not hold 200,000 stat results at once.
+        entries.reverse()
+        index = -1
+        while entries:
+            entry = entries.pop()
+            index += 1
+            name = os.fsencode(entry.name)  # the exact bytes
+            path = prefix + name
+            if skip is not None and skip(path, name):
+                continue
+            if tick is not None:
+                tick()
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError as e:
+                res.error(path, e)
+                continue
+            mode = st.st_mode
+            via = d.via_symlink
+            if follow and S_ISLNK(mode):
+                st, via = self._follow(name, fd, st, via)
+                mode = st.st_mode
+            count += 1
+            if S_ISDIR(mode):
+                key = d.key + index.to_bytes(_KEY_WIDTH, "big")
+                self._dir(path, key, st, d, via, res, stack)
+                continue
+            files += 1
+            mtime = max(mtime, st.st_mtime)
+            if st.st_nlink > 1 or follow:
+                key = self._key(d.key + index.to_bytes(_KEY_WIDTH, "big"), via)
+                links.append((st.st_dev, st.st_ino, key, st.st_blocks * 512,
+                              st.st_size, st.st_uid))
+            else:
+                blocks += st.st_blocks
+                apparent += st.st_size
+                res.own(st.st_uid, st.st_blocks * 512, st.st_size)
+            if S_ISREG(mode):
+                hist[bisect_left(SIZE_BUCKETS, st.st_size)] += 1
+                hsum += st.st_size
+        res.disk += blocks * 512
+        res.apparent += apparent
+        res.files += files
+        res.entries += count
+        res.histogram_sum += hsum
+        res.mtime = mtime
+
+    def _follow(
+        self, name: bytes, fd: int, st: os.stat_result, via: bool
+    ) -> tuple[os.stat_result, bool]:
+        """The target's stat for a followed symlink; the link's if dangling."""
+        try:
+            return os.stat(name, dir_fd=fd), True
+        except OSError:  # dangling or looping: count the link itself
+            return st, via
+
+    def _key(self, key: bytes, via: bool) -> bytes:
+        """Order key; when following symlinks, direct paths win first."""
+        if not self.plan.follow_symlinks:
+            return key
+        return (b"\x01" if via else b"\x00") + key
+
+    def _dir(
+        self,
+        path: bytes,
+        key: bytes,
+        st: os.stat_result | _DirStat,
+        parent: Unit,
+        via: bool,
+        res: UnitResult,
+        stack: list[Unit],
+    ) -> None:
+        plan = self.plan
+        if plan.one_file_system and st.st_dev != plan.root_dev:
+            return  # like du -x: a mount point is neither walked nor counted
+        ancestors: tuple[tuple[int, int], ...] = ()
+        if plan.follow_symlinks:
+            ancestors = (*parent.ancestors, (parent.dev, parent.ino))
+            if (st.st_dev, st.st_ino) in ancestors:
+                return  # a symlink loop: the directory is being walked
+        res.dirs += 1
+        sub = Unit(
+            path=path,
+            key=key,
+            disk=st.st_blocks * 512,
+            apparent=st.st_size,
+            mtime=st.st_mtime,
+            ancestors=ancestors,
+            linked=plan.follow_symlinks,
+            via_symlink=via,
+            dev=st.st_dev,
+            ino=st.st_ino,
+            uid=st.st_uid,
+        )
+        if plan.must_split(path):
+            res.children.append(sub)
+        else:
+            stack.append(sub)
+
+    def _sorts(self, dev: int) -> bool:
+        """Whether GNU fts would sort a big directory on ``dev`` by inode."""
+        if dev not in self.sortable:
+            self.sortable[dev] = fs_type(dev) not in NO_INODE_SORT
+        return self.sortable[dev]
+
+

@@ -1,0 +1,1 @@
+"""The SQLite store: schema, the writer's side, the readers' side."""

@@ -1,0 +1,34 @@
+"""Opening the SQLite file: one place for connection settings."""
+
+from __future__ import annotations
+
+import sqlite3
+import urllib.parse
+
+from pathlib import Path
+
+from du_exporter.errors import StoreError
+
+
+def connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
+    try:
+        if readonly:
+            uri = "file:" + urllib.parse.quote(str(path)) + "?mode=ro"
+            conn = sqlite3.connect(
+                uri, uri=True, isolation_level=None, check_same_thread=False
+            )
+        else:
+            conn = sqlite3.connect(path, isolation_level=None)
+        conn.execute("PRAGMA busy_timeout = 10000")
+    except sqlite3.Error as e:
+        msg = f"db-path {str(path)!r}: cannot open the database: {e}"
+        raise StoreError(msg) from None
+    return conn
+
+
+def enable_wal(conn: sqlite3.Connection, path: Path) -> None:
+    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    if mode != "wal":
+        msg = f"db-path {str(path)!r}: cannot switch to WAL mode ({mode})"
+        raise StoreError(msg)
+

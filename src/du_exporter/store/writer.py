@@ -1,0 +1,183 @@
+"""The writer's side of the store: one writer, one generation per scan.
+
+A scan writes its units into a new generation in batched transactions;
+the generation becomes visible (``status = 'complete'``) in the same
+transaction that computes its subtree totals, so a reader sees either
+the previous generation or the new one, never a mix.  A crash leaves a
+``running`` generation that :meth:`Store.open` deletes.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from du_exporter.errors import MigrationError, StoreError
+from du_exporter.store.completion import (
+    owners_with_links,
+    resolve_links,
+    sum_subtrees,
+)
+from du_exporter.store.db import connect, enable_wal
+from du_exporter.store.rows import LinkRow, UnitRow
+from du_exporter.store.schema import SCHEMA_VERSION, migrate, user_version
+
+
+class Store:
+    """The writer's handle on the database (one per process)."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+        self.path = path
+        self.conn = conn
+
+    @classmethod
+    def open(cls, path: Path) -> Store:
+        """Open or create the database, migrate it, drop partial scans."""
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            msg = f"db-path {str(path)!r}: cannot create its directory: {e.strerror}"
+            raise StoreError(msg) from None
+        conn = connect(path, readonly=False)
+        try:
+            # Refuse a newer schema before touching the file at all.
+            if user_version(conn) > SCHEMA_VERSION:
+                migrate(conn)  # raises, naming both versions
+            enable_wal(conn, path)
+            conn.execute("PRAGMA synchronous = NORMAL")
+            # A small page cache: SQLite's default 2 MiB grows with the
+            # database and took the process tree past its 64 MiB budget on
+            # a 4M-entry tree; 256 KiB keeps it flat (+1.5 % from 1M to 4M)
+            # and the writer is not the bottleneck (benchmarks/README.md).
+            conn.execute("PRAGMA cache_size = -256")
+            migrate(conn)
+            store = cls(path, conn)
+            store.drop_incomplete()
+        except MigrationError as e:
+            conn.close()
+            msg = f"db-path {str(path)!r}: {e}"
+            raise MigrationError(msg) from None
+        except sqlite3.Error as e:
+            conn.close()
+            msg = f"db-path {str(path)!r}: {e}"
+            if isinstance(e, sqlite3.DatabaseError) and "not a database" in str(e):
+                msg = f"db-path {str(path)!r}: not a SQLite database (corrupt?)"
+            raise StoreError(msg) from None
+        except StoreError:
+            conn.close()
+            raise
+        return store
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @contextmanager
+    def atomic(self) -> Iterator[sqlite3.Connection]:
+        """One ``BEGIN IMMEDIATE … COMMIT``; roll back on any error."""
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute("COMMIT")
+        except sqlite3.Error as e:
+            msg = f"db-path {str(self.path)!r}: write failed: {e}"
+            raise StoreError(msg) from e
+
+    def drop_incomplete(self) -> int:
+        """Delete generations a crash or a failed scan left behind."""
+        with self.atomic() as c:
+            gens = [r[0] for r in c.execute(
+                "SELECT id FROM generations WHERE status != 'complete'"
+            )]
+            self._delete(c, gens)
+        return len(gens)
+
+    @staticmethod
+    def _delete(c: sqlite3.Connection, gens: Sequence[int]) -> None:
+        for gen in gens:
+            c.execute("DELETE FROM units WHERE gen = ?", (gen,))
+            c.execute("DELETE FROM links WHERE gen = ?", (gen,))
+            c.execute("DELETE FROM generations WHERE id = ?", (gen,))
+
+    def begin_generation(self, root: bytes, started: float) -> int:
+        with self.atomic() as c:
+            cur = c.execute(
+                "INSERT INTO generations (root, started) VALUES (?, ?)",
+                (root, started),
+            )
+            return int(cur.lastrowid or 0)
+
+    def write_batch(
+        self, gen: int, units: Sequence[UnitRow], links: Sequence[LinkRow]
+    ) -> None:
+        """Store one batch of units and links in one transaction."""
+        with self.atomic() as c:
+            c.executemany(
+                "INSERT INTO units (gen, id, parent, depth, path, root, level,"
+                " own_disk, own_apparent, own_files, own_dirs, own_mtime)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (gen, u.id, u.parent, u.depth, u.path, u.root, u.level,
+                     u.disk, u.apparent, u.files, u.dirs, u.mtime)
+                    for u in units
+                ],
+            )
+            c.executemany(
+                "INSERT INTO links (gen, unit, dev, ino, key, disk, apparent,"
+                " uid) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(gen, *link) for link in links],
+            )
+
+    def complete_generation(
+        self,
+        gen: int,
+        *,
+        finished: float,
+        entries: int,
+        unreadable: int,
+        histogram: Sequence[tuple[float, int]],
+        histogram_sum: int,
+        keep: int,
+        owners: dict[int, list[int]] | None = None,
+    ) -> None:
+        """Sum the subtrees, publish the generation, prune old ones.
+
+        ``owners`` (uid -> [disk, apparent], links excluded) turns on the
+        per-owner sums; the links are added here, once each.
+        """
+        hist = json.dumps({"buckets": list(histogram), "sum": histogram_sum})
+        with self.atomic() as c:
+            owned = None if owners is None else json.dumps(
+                owners_with_links(c, gen, owners)
+            )
+            c.execute("UPDATE generations SET owners = ? WHERE id = ?", (owned, gen))
+            resolve_links(c, gen)
+            sum_subtrees(c, gen)
+            c.execute("DELETE FROM links WHERE gen = ?", (gen,))
+            c.execute("DELETE FROM units WHERE gen = ? AND root IS NULL", (gen,))
+            c.execute(
+                "UPDATE generations SET status = 'complete', finished = ?,"
+                " entries = ?, unreadable = ?, histogram = ? WHERE id = ?",
+                (finished, entries, unreadable, hist, gen),
+            )
+            root = c.execute(
+                "SELECT root FROM generations WHERE id = ?", (gen,)
+            ).fetchone()[0]
+            old = [r[0] for r in c.execute(
+                "SELECT id FROM generations WHERE root = ? AND status ="
+                " 'complete' ORDER BY id DESC LIMIT -1 OFFSET ?",
+                (root, keep),
+            )]
+            self._delete(c, old)
+
+    def fail_generation(self, gen: int) -> None:
+        with self.atomic() as c:
+            self._delete(c, [gen])
+

@@ -1,0 +1,1 @@
+"""The HTTP side: server, TLS and auth, landing page, usage browser."""
