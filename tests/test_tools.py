@@ -617,7 +617,7 @@ class TestTopStale:
             "SIZE", "FILES", "DIRS", "NEWEST", "MTIME", "PATH"
         ] == lines[0].split()
         assert 3 == len(lines)
-        newest = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(Y2020))
+        newest = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(Y2020))
         assert lines[1].endswith(f"  {newest}  {history.label(b'/archive')}")
 
     def test_nothing_stale(self, history: History) -> None:
