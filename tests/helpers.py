@@ -18,9 +18,26 @@ from du_exporter.config import Config
 from du_exporter.scan.pool import ScanPool
 from du_exporter.scan.runner import Writer
 from du_exporter.scan.status import ScanStatus
+from du_exporter.store import db as db_mod
+from du_exporter.store import reader as reader_mod
 from du_exporter.store.reader import Reader
 from du_exporter.store.rows import DirRow
 from du_exporter.store.writer import Store
+
+
+def trace_sql(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every SQL statement the store's readers run from now on (SQLite's
+    own trace callback on each connection they open)."""
+    statements: list[str] = []
+    real = db_mod.connect
+
+    def traced(path: Path, *, readonly: bool) -> Any:
+        conn = real(path, readonly=readonly)
+        conn.set_trace_callback(statements.append)
+        return conn
+
+    monkeypatch.setattr(reader_mod, "connect", traced)
+    return statements
 
 
 def du(path: Path | bytes, *args: str) -> dict[bytes, int]:

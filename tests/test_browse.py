@@ -42,7 +42,7 @@ from du_exporter.store.writer import Store
 from du_exporter.web.browse import MAX_ROWS, browse_page, query_path
 from du_exporter.web.server import Pages, ServerHandle, start_server
 from exporter import Exporter
-from helpers import Scanner, du, write
+from helpers import Scanner, du, trace_sql, write
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -579,15 +579,18 @@ def _generate(db: Path, top: bytes, fan1: int, fan2: int) -> int:
 
 class TestSpeed:
     def test_milliseconds_on_100k_rows(
-        self, scanner_auto: Scanner, capsys: pytest.CaptureFixture[str]
+        self,
+        scanner_auto: Scanner,
+        capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch,
     ) -> None:
         """Every page is one transaction of index probes, in milliseconds."""
         db = scanner_auto.db
         rows = _generate(db, b"/data", 100, 999)
         assert 1 + 100 + 100 * 999 == rows
         config = scanner_auto.config(analyzed_path="/data", dir_level=2)
-        trace: list[str] = []
-        reader = Reader(db, tracer=trace.append)
+        trace = trace_sql(monkeypatch)
+        reader = Reader(db)
         pages = {
             "roots": "",
             "root (100 children)": "path=/data",

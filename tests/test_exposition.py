@@ -8,6 +8,8 @@ import shutil
 
 from pathlib import Path
 
+import pytest
+
 from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as om_parse,
@@ -15,13 +17,34 @@ from prometheus_client.openmetrics.parser import (
 from prometheus_client.parser import text_string_to_metric_families
 
 from du_exporter.expose.exposition import Exposition
+from du_exporter.expose.families import directory_families
+from du_exporter.expose.render import (
+    format_families,
+    gunzip,
+    render_gzip,
+    text_chunks,
+)
+from du_exporter.paths import unlabel_path
 from du_exporter.store.reader import Reader
 from du_exporter.store.rows import UnitRow
 from du_exporter.store.writer import Store
-from helpers import Scanner, du, write
+from du_exporter.web.server import Body
+from helpers import Scanner, du, trace_sql, write
 
 
 OM = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+
+
+def whole(body: Body) -> bytes:
+    data = b"".join(body.pieces)
+    assert body.length == len(data)
+    return data
+
+
+def renders(queries: list[str]) -> int:
+    """Directory families rendered: each reads the rows of every
+    per-directory family from the store."""
+    return sum("FROM units" in q for q in queries)
 
 
 def sizes(text: str) -> dict[bytes, float]:
@@ -34,14 +57,14 @@ def sizes(text: str) -> dict[bytes, float]:
 
 
 class Fixture:
-    def __init__(self, scanner: Scanner, root: Path) -> None:
+    def __init__(self, scanner: Scanner, root: Path, queries: list[str]) -> None:
         self.scanner = scanner
         self.root = root
         self.cfg = scanner.config(analyzed_path=str(root), dir_level=1)
-        self.queries: list[str] = []
+        self.queries = queries
         self.fresh = CollectorRegistry()
         self.gauge = Gauge("fresh_value", "changes per scrape", registry=self.fresh)
-        reader = Reader(self.cfg.db_path, tracer=self.queries.append)
+        reader = Reader(self.cfg.db_path)
         self.exp = Exposition(reader, lambda: self.cfg, self.fresh)
 
     def scan(self) -> None:
@@ -49,14 +72,15 @@ class Fixture:
 
     def text(self, accept: str = "", encoding: str = "") -> str:
         body, _, gzipped = self.exp.render(accept, "gzip" in encoding)
-        return (gzip.decompress(body) if gzipped else body).decode()
+        data = whole(body)
+        return (gzip.decompress(data) if gzipped else data).decode()
 
 
-def make(scanner: Scanner, tmp_path: Path) -> Fixture:
+def make(scanner: Scanner, tmp_path: Path, monkeypatch) -> Fixture:
     root = tmp_path / "t"
     write(root / "a" / "f", 10_000)
     write(root / "b" / "g", 20_000)
-    fx = Fixture(scanner, root)
+    fx = Fixture(scanner, root, trace_sql(monkeypatch))
     fx.scan()
     return fx
 
@@ -64,31 +88,32 @@ def make(scanner: Scanner, tmp_path: Path) -> Fixture:
 class TestCache:
     """The directory families are rendered once per generation."""
 
-    def test_unchanged_generation_is_not_read_again(self, scanner, tmp_path):
-        fx = make(scanner, tmp_path)
+    def test_unchanged_generation_is_not_read_again(self, scanner, tmp_path, monkeypatch):
+        fx = make(scanner, tmp_path, monkeypatch)
         first = fx.text()
+        assert renders(fx.queries)
         fx.queries.clear()
         for i in range(5):
             fx.gauge.set(i)
             text = fx.text()
             assert f"fresh_value {float(i)}" in text  # fresh half is fresh
-        assert 1 == fx.exp.renders
         assert [] == [q for q in fx.queries if "FROM units" in q]
         assert sizes(first) == sizes(text)
 
-    def test_new_generation_is_rendered(self, scanner, tmp_path):
-        fx = make(scanner, tmp_path)
+    def test_new_generation_is_rendered(self, scanner, tmp_path, monkeypatch):
+        fx = make(scanner, tmp_path, monkeypatch)
         fx.text()
         shutil.rmtree(fx.root / "b")
         write(fx.root / "c" / "h", 50_000)
         fx.scan()
+        fx.queries.clear()
         text = fx.text()
-        assert 2 == fx.exp.renders
+        assert renders(fx.queries)
         assert du(fx.root, "-B1", "--max-depth=1") == sizes(text)
 
-    def test_running_scan_is_invisible(self, scanner, tmp_path):
+    def test_running_scan_is_invisible(self, scanner, tmp_path, monkeypatch):
         """A generation being written never shows, not even in part."""
-        fx = make(scanner, tmp_path)
+        fx = make(scanner, tmp_path, monkeypatch)
         before = sizes(fx.text())
         store = Store.open(fx.cfg.db_path)
         try:
@@ -97,7 +122,7 @@ class TestCache:
                           0, 1, 1, 0, 0, 0.0)
             store.write_batch(gen, [row], [])
             assert before == sizes(fx.text())
-            assert before == sizes(Exposition(Reader(fx.cfg.db_path), lambda: fx.cfg, fx.fresh).render("", False)[0].decode())
+            assert before == sizes(whole(Exposition(Reader(fx.cfg.db_path), lambda: fx.cfg, fx.fresh).render("", False)[0]).decode())
         finally:
             store.close()
 
@@ -105,76 +130,166 @@ class TestCache:
 class TestFormats:
     """Text, OpenMetrics and gzip carry the same samples."""
 
-    def test_openmetrics_ends_once(self, scanner, tmp_path):
-        fx = make(scanner, tmp_path)
+    def test_openmetrics_ends_once(self, scanner, tmp_path, monkeypatch):
+        fx = make(scanner, tmp_path, monkeypatch)
         text = fx.text(OM)
         assert text.endswith("# EOF\n")
         assert 1 == text.count("# EOF")
         names = {f.name for f in om_parse(text)}  # type: ignore[no-untyped-call]
         assert {"node_disk_usage_bytes", "fresh_value"} <= names
 
-    def test_gzip_is_the_same_text(self, scanner, tmp_path):
-        fx = make(scanner, tmp_path)
+    def test_gzip_is_the_same_text(self, scanner, tmp_path, monkeypatch):
+        fx = make(scanner, tmp_path, monkeypatch)
         plain = fx.text()
         assert plain == fx.text(encoding="gzip")
         assert fx.text(OM) == fx.text(OM, "gzip, deflate")
         assert du(fx.root, "-B1", "--max-depth=1") == sizes(plain)
 
 
+def reference(families) -> tuple[bytes, bytes]:
+    """prometheus_client's own text and OpenMetrics output."""
+    from prometheus_client import generate_latest
+    from prometheus_client.openmetrics.exposition import (
+        generate_latest as om_latest,
+    )
+
+    registry = CollectorRegistry(auto_describe=False)
+
+    class Fixed:
+        def collect(self):
+            return iter(families)
+
+    registry.register(Fixed())
+    return generate_latest(registry), om_latest(registry)  # type: ignore[no-untyped-call]
+
+
+def assert_agrees(cfg) -> bytes:
+    """Streamed text, gzip bodies and their decompression agree byte for
+    byte with prometheus_client on the families built from a snapshot."""
+    reader = Reader(cfg.db_path)
+    families = list(directory_families(cfg, reader.snapshot()))
+    text, om = reference(families)
+    assert text == b"".join(text_chunks(reader, cfg))
+    bodies = render_gzip(reader, cfg)
+    assert text == gzip.decompress(bodies.text) == b"".join(gunzip(bodies.text))
+    assert len(text) == bodies.text_size
+    streamed_om = b"".join(gunzip(bodies.openmetrics))
+    assert om == streamed_om + b"# EOF\n" == gzip.decompress(bodies.openmetrics) + b"# EOF\n"
+    assert len(streamed_om) == bodies.openmetrics_size
+    return text
+
+
+HOSTILE = (
+    b"new\nline", b'q"uote', b"back\\slash", b"bad\xff", b"\\xff",
+    b'all\\"\n\xfe"', b"ctl\x01\x7f", "ünï €".encode(), b"sp ace{}=,",
+)
+
+
 class TestFormatter:
-    """format_families writes what prometheus_client's encoders write."""
+    """The streamed exposition is what prometheus_client's encoders write."""
 
-    def test_byte_for_byte(self, scanner, tmp_path):
-        from prometheus_client import generate_latest
-        from prometheus_client.openmetrics.exposition import (
-            generate_latest as om_latest,
-        )
-
-        from du_exporter.expose.exposition import format_families
-        from du_exporter.expose.families import directory_families
-
+    @pytest.mark.parametrize(
+        "options",
+        [
+            {"owner_usage": True},
+            {"size_mode": "apparent", "file_count": False},
+            {"dir_count": False, "size_bucket": False},
+        ],
+    )
+    def test_byte_for_byte_over_hostile_paths(self, scanner, tmp_path, options):
         root = tmp_path / "t"
         write(root / "a" / "f", 10_000)
-        for name in (b"new\nline", b'q"uote', b"back\\slash", b"bad\xff"):
-            (Path(os.fsdecode(os.fsencode(root) + b"/" + name))).mkdir()
-        cfg = scanner.config(analyzed_path=str(root), dir_level=1, owner_usage=True)
-        scanner.scan(analyzed_path=str(root), dir_level=1, owner_usage=True)
-        families = list(directory_families(cfg, Reader(cfg.db_path).snapshot()))
-        registry = CollectorRegistry(auto_describe=False)
+        write(root / "a" / "s", 1 << 40, sparse=True)
+        for name in HOSTILE:
+            d = os.fsencode(root) + b"/" + name
+            os.mkdir(d)
+            os.mkdir(d + b"/" + name)
+            with open(d + b"/" + name + b"/" + name, "wb") as f:
+                f.write(b"x" * 5000)
+        cfg = scanner.config(analyzed_path=str(root), dir_level=2, **options)
+        scanner.scan(analyzed_path=str(root), dir_level=2, **options)
+        text = assert_agrees(cfg)
+        exported = {
+            unlabel_path(s.labels["path"]): s.value
+            for f in text_string_to_metric_families(text.decode())
+            for s in f.samples
+            if s.name == "node_disk_usage_bytes"
+        }
+        flag = "-B1" if cfg.size_mode == "disk" else "-b"
+        assert du(root, flag, "--max-depth=2") == exported
 
-        class Fixed:
-            def collect(self):
-                return iter(families)
+    def test_huge_values_and_many_rows(self, scanner, tmp_path):
+        """Values past 2**53 and Go's exponent switch, negative and
+        fractional times, several chunks of lines and of gzip input."""
+        top = os.fsencode(tmp_path / "data")
+        store = Store.open(scanner.db)
+        try:
+            gen = store.begin_generation(top, 1000.0)
+            rows = [UnitRow(0, None, 0, top, top, 0, 4096, 4096, 0, 0, -1.5)]
+            for i in range(1, 9000):
+                value = (1 << 62) // 9000 + i * 7919 if i % 3 else 1234567 * i
+                rows.append(UnitRow(
+                    i, 0, 1, top + b"/d%05d" % i + HOSTILE[i % len(HOSTILE)],
+                    top, 1, value, value // 3, i, i % 7, 1.7e9 + i / 7,
+                ))
+            store.write_batch(gen, rows, [])
+            store.complete_generation(
+                gen, finished=2000.0, entries=len(rows), unreadable=0,
+                histogram=[(1024.0, 5), (float("inf"), 2)],
+                histogram_sum=1 << 61, keep=2,
+            )
+        finally:
+            store.close()
+        cfg = scanner.config(analyzed_path=os.fsdecode(top), dir_level=1)
+        text = assert_agrees(cfg)
+        assert b"e+18" in text
+        assert b'le="+Inf"' in text
 
-        registry.register(Fixed())
-        assert generate_latest(registry) == format_families(families, openmetrics=False)
-        expected = om_latest(registry)  # type: ignore[no-untyped-call]
-        assert expected == format_families(families, openmetrics=True) + b"# EOF\n"
+    def test_help_and_labels_escaped_like_prometheus_client(self):
+        from prometheus_client.core import (
+            GaugeMetricFamily,
+            HistogramMetricFamily,
+            UnknownMetricFamily,
+        )
+
+        doc = 'say "hi" \\ back\\slash \\n not a newline\nnewline'
+        gauge = GaugeMetricFamily("g", doc, labels=["path", "level"])
+        untyped = UnknownMetricFamily("u_count", doc, labels=["path"])
+        hist = HistogramMetricFamily("h", doc, labels=["path"])
+        for i, name in enumerate(HOSTILE):
+            label = name.decode("utf-8", "backslashreplace")
+            gauge.add_metric([label, str(i)], float(10 ** (i * 3)))
+            untyped.add_metric([label], 2.0 ** 70 + i)
+        hist.add_metric(["x"], [("1.0", 1.0), ("+Inf", 3.0)], 1e300)
+        families = [gauge, untyped, hist]
+        text, om = reference(families)
+        assert text == format_families(families, openmetrics=False)
+        assert om == format_families(families, openmetrics=True) + b"# EOF\n"
 
 
 class TestKeySource:
     """With the daemon's in-memory generation counter, a hit reads nothing."""
 
-    def test_hit_without_queries(self, scanner, tmp_path):
-        fx = make(scanner, tmp_path)
+    def test_hit_without_queries(self, scanner, tmp_path, monkeypatch):
+        fx = make(scanner, tmp_path, monkeypatch)
         counter = [1]
         exp = Exposition(
-            Reader(fx.cfg.db_path, tracer=fx.queries.append),
+            Reader(fx.cfg.db_path),
             lambda: fx.cfg, fx.fresh, key_source=lambda: counter[0],
         )
-        exp.render("", True)
+        whole(exp.render("", True)[0])
         fx.queries.clear()
         for _ in range(3):
-            exp.render("", True)
+            whole(exp.render("", True)[0])
+            whole(exp.render(OM, False)[0])
         assert [] == fx.queries
-        assert 1 == exp.renders
         counter[0] += 1
-        exp.render("", True)
-        assert 2 == exp.renders
+        whole(exp.render("", True)[0])
+        assert renders(fx.queries)
 
-    def test_scrapers_get_the_old_generation_while_one_renders(self, scanner, tmp_path):
+    def test_scrapers_get_the_old_generation_while_one_renders(self, scanner, tmp_path, monkeypatch):
         """During a render, others are served the previous generation whole."""
-        fx = make(scanner, tmp_path)
+        fx = make(scanner, tmp_path, monkeypatch)
         old = sizes(fx.text())
         write(fx.root / "c" / "h", 50_000)
         fx.scan()
@@ -185,13 +300,13 @@ class TestKeySource:
         assert du(fx.root, "-B1", "--max-depth=1") == new
         assert new == sizes(fx.text())
 
-    def test_fresh_half_follows_the_generation(self, scanner, tmp_path):
+    def test_fresh_half_follows_the_generation(self, scanner, tmp_path, monkeypatch):
         """The TTL-cached self metrics never lag behind the rows."""
-        fx = make(scanner, tmp_path)
+        fx = make(scanner, tmp_path, monkeypatch)
         exp = Exposition(Reader(fx.cfg.db_path), lambda: fx.cfg, fx.fresh, fresh_ttl=3600)
         fx.gauge.set(1)
-        assert "fresh_value 1.0" in exp.render("", False)[0].decode()
+        assert "fresh_value 1.0" in whole(exp.render("", False)[0]).decode()
         fx.gauge.set(2)
-        assert "fresh_value 1.0" in exp.render("", False)[0].decode()  # cached
+        assert "fresh_value 1.0" in whole(exp.render("", False)[0]).decode()  # cached
         fx.scan()  # a new generation: both halves are rendered again
-        assert "fresh_value 2.0" in exp.render("", False)[0].decode()
+        assert "fresh_value 2.0" in whole(exp.render("", False)[0]).decode()

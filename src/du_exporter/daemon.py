@@ -20,7 +20,6 @@ from prometheus_client import (
     CollectorRegistry,
     PlatformCollector,
     ProcessCollector,
-    write_to_textfile,
 )
 
 from du_exporter.config import Config, format_address
@@ -32,6 +31,7 @@ from du_exporter.errors import (
 )
 from du_exporter.expose.exposition import Exposition
 from du_exporter.expose.families import HealthCollector, UsageCollector
+from du_exporter.expose.textfile import write_textfile
 from du_exporter.notify import notify, start_watchdog
 from du_exporter.paths import plan_walks, root_levels
 from du_exporter.progress import Progress
@@ -81,21 +81,13 @@ def run_once(config: Config, progress: TextIO | None = None) -> int:
                     ok = writer.scan_all(threading.Event())
             else:
                 ok = writer.scan_all(threading.Event())
-        collector = UsageCollector(Reader(config.db_path), status, lambda: config)
-        write_textfile(config.output_file, make_registry(collector, process_metrics=False))
+        reader = Reader(config.db_path)
+        health = HealthCollector(reader, status, lambda: config)
+        write_textfile(config.output_file, reader, config, make_registry(health, process_metrics=False))
     finally:
         store.close()
     log.info("textfile_written", path=str(config.output_file), complete=ok)
     return 0 if ok else 1
-
-
-def write_textfile(path: Path, registry: CollectorRegistry) -> None:
-    """Write atomically: a temporary file in the same directory, renamed."""
-    try:
-        write_to_textfile(str(path), registry)
-    except OSError as e:
-        msg = f"output-file {str(path)!r}: cannot write: {e.strerror}"
-        raise DuExporterError(msg) from None
 
 
 def _serving(config: Config) -> tuple[object, ...]:

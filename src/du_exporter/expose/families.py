@@ -13,6 +13,7 @@ import pwd
 import time
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from itertools import accumulate
 
 from prometheus_client.core import (
@@ -193,6 +194,65 @@ def directory_families(cfg: Config, snap: Snapshot) -> Iterator[Metric]:
     yield from generation_families(cfg, snap)
 
 
+@dataclass(frozen=True)
+class DirectorySpec:
+    """One per-directory family: its name, help, type and store column."""
+
+    name: str
+    doc: str
+    #: ``gauge`` or ``unknown``.
+    kind: str
+    column: str
+
+
+def directory_specs(cfg: Config, *, every: bool = False) -> list[DirectorySpec]:
+    """The per-directory families ``cfg`` exports (``every``: also the
+    ones it turned off), in exposition order."""
+    disk = cfg.size_mode == "disk"
+    specs = [
+        DirectorySpec(
+            "node_disk_usage_bytes",
+            f"Disk usage of the directory and everything below it, like "
+            f"du ({'du -sB1' if disk else 'du -sb'}); as of the last "
+            f"completed scan.",
+            "gauge",
+            "disk" if disk else "apparent",
+        ),
+        # SPEC names these *_count; promtool's linter reserves that suffix
+        # for histograms and summaries of every type but untyped, so they
+        # are exposed untyped (a gauge in all but the TYPE line).
+        DirectorySpec(
+            "node_disk_usage_file_count",
+            "Non-directory entries below the directory, recursively; as of "
+            "the last completed scan.",
+            "unknown",
+            "files",
+        ),
+        DirectorySpec(
+            "node_disk_usage_directory_count",
+            "Directories below the directory, recursively; as of the last "
+            "completed scan.",
+            "unknown",
+            "dirs",
+        ),
+        DirectorySpec(
+            "node_disk_usage_latest_mtime_seconds",
+            "Newest modification time in the directory's subtree; as of "
+            "the last completed scan.",
+            "gauge",
+            "mtime",
+        ),
+    ]
+    wanted = (True, cfg.file_count, cfg.dir_count, True)
+    return [s for s, on in zip(specs, wanted, strict=True) if every or on]
+
+
+def histogram_family(cfg: Config, snap: Snapshot) -> Iterator[Metric]:
+    """The file-size histogram, if ``cfg`` exports it."""
+    if cfg.size_bucket:
+        yield _histogram(cfg, snap)
+
+
 class _Usage:
     def __init__(self, cfg: Config, snap: Snapshot) -> None:
         self.cfg = cfg
@@ -201,34 +261,12 @@ class _Usage:
     def families(self) -> Iterator[Metric]:
         cfg, snap = self.cfg, self.snap
         labels = ["path", "level"]
-        size = GaugeMetricFamily(
-            "node_disk_usage_bytes",
-            f"Disk usage of the directory and everything below it, like "
-            f"du ({'du -sB1' if cfg.size_mode == 'disk' else 'du -sb'}); "
-            f"as of the last completed scan.",
-            labels=labels,
-        )
-        # SPEC names these *_count; promtool's linter reserves that suffix
-        # for histograms and summaries of every type but untyped, so they
-        # are exposed untyped (a gauge in all but the TYPE line).
-        files = UnknownMetricFamily(
-            "node_disk_usage_file_count",
-            "Non-directory entries below the directory, recursively; as of "
-            "the last completed scan.",
-            labels=labels,
-        )
-        dirs = UnknownMetricFamily(
-            "node_disk_usage_directory_count",
-            "Directories below the directory, recursively; as of the last "
-            "completed scan.",
-            labels=labels,
-        )
-        mtime = GaugeMetricFamily(
-            "node_disk_usage_latest_mtime_seconds",
-            "Newest modification time in the directory's subtree; as of "
-            "the last completed scan.",
-            labels=labels,
-        )
+        size, files, dirs, mtime = fams = [
+            (GaugeMetricFamily if spec.kind == "gauge" else UnknownMetricFamily)(
+                spec.name, spec.doc, labels=labels
+            )
+            for spec in directory_specs(cfg, every=True)
+        ]
         levels = root_levels(cfg.roots)
         for row in snap.rows:
             if row.level > levels.get(row.root, -1):
@@ -240,31 +278,26 @@ class _Usage:
             files.add_metric(value, row.files)
             dirs.add_metric(value, row.dirs)
             mtime.add_metric(value, row.mtime)
-        yield size
-        if cfg.file_count:
-            yield files
-        if cfg.dir_count:
-            yield dirs
-        yield mtime
-        if cfg.size_bucket:
-            yield self._histogram(cfg, snap)
+        names = {spec.name for spec in directory_specs(cfg)}
+        yield from (f for f in fams if f.name in names)
+        yield from histogram_family(cfg, snap)
 
-    @staticmethod
-    def _histogram(cfg: Config, snap: Snapshot) -> Metric:
-        hist = HistogramMetricFamily(
-            "node_disk_usage_file_size_bytes",
-            "Sizes (apparent, st_size) of the regular files below each "
-            "walked root; as of the last completed scan.",
-            labels=["path"],
-        )
-        for walk in plan_walks(cfg.roots):
-            gen = snap.generations.get(walk.top)
-            if gen is None or not gen.histogram:
-                continue
-            counts = accumulate(n for _, n in gen.histogram)
-            buckets = [
-                (_bound(le), float(n))
-                for (le, _), n in zip(gen.histogram, counts, strict=True)
-            ]
-            hist.add_metric([label_path(walk.top)], buckets, gen.histogram_sum)
-        return hist
+
+def _histogram(cfg: Config, snap: Snapshot) -> Metric:
+    hist = HistogramMetricFamily(
+        "node_disk_usage_file_size_bytes",
+        "Sizes (apparent, st_size) of the regular files below each "
+        "walked root; as of the last completed scan.",
+        labels=["path"],
+    )
+    for walk in plan_walks(cfg.roots):
+        gen = snap.generations.get(walk.top)
+        if gen is None or not gen.histogram:
+            continue
+        counts = accumulate(n for _, n in gen.histogram)
+        buckets = [
+            (_bound(le), float(n))
+            for (le, _), n in zip(gen.histogram, counts, strict=True)
+        ]
+        hist.add_metric([label_path(walk.top)], buckets, gen.histogram_sum)
+    return hist

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sqlite3
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -26,6 +26,9 @@ from du_exporter.store.rows import (
 from du_exporter.store.schema import user_version
 
 
+_VALUE_COLUMNS = frozenset({"disk", "apparent", "files", "dirs", "mtime"})
+
+
 class Reader:
     """Read-only access for scrapes and operator commands.
 
@@ -33,18 +36,12 @@ class Reader:
     so it is safe from any thread and sees one consistent state.
     """
 
-    def __init__(
-        self, path: Path, tracer: Callable[[str], None] | None = None
-    ) -> None:
+    def __init__(self, path: Path) -> None:
         self.path = path
-        #: Called with every SQL statement run (tests, benchmarks).
-        self.tracer = tracer
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
         conn = connect(self.path, readonly=True)
-        if self.tracer is not None:
-            conn.set_trace_callback(self.tracer)
         try:
             conn.execute("BEGIN")
             yield conn
@@ -57,14 +54,7 @@ class Reader:
 
     def snapshot(self, *, with_rows: bool = True) -> Snapshot:
         with self._read() as c:
-            gens = {
-                g.root: g
-                for g in map(generation, c.execute(
-                    f"SELECT {GEN_COLUMNS} FROM generations WHERE id IN"  # noqa: S608 - constant columns
-                    " (SELECT max(id) FROM generations"
-                    "  WHERE status = 'complete' GROUP BY root)"
-                ))
-            }
+            gens = ReadSession(c).latest_generations()
             rows: list[DirRow] = []
             if with_rows:
                 for g in gens.values():
@@ -136,6 +126,33 @@ class ReadSession:
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
+
+    def latest_generations(self) -> dict[bytes, Generation]:
+        """The latest complete generation of every root, oldest first."""
+        return {
+            g.root: g
+            for g in map(generation, self.conn.execute(
+                f"SELECT {GEN_COLUMNS} FROM generations WHERE id IN"  # noqa: S608 - constant columns
+                " (SELECT max(id) FROM generations"
+                "  WHERE status = 'complete' GROUP BY root) ORDER BY id"
+            ))
+        }
+
+    def column(
+        self, gen: int, name: str
+    ) -> Iterator[tuple[bytes, bytes, int, float]]:
+        """(path, root, level, value of column ``name``) of every
+        exported row of ``gen``, by path, straight off the cursor: no
+        row object, memory constant however many rows there are.
+        """
+        if name not in _VALUE_COLUMNS:
+            msg = f"not a value column: {name!r}"
+            raise ValueError(msg)
+        return self.conn.execute(
+            f"SELECT path, root, level, {name} FROM units"  # noqa: S608 - checked column
+            " WHERE gen = ? AND root IS NOT NULL ORDER BY path",
+            (gen,),
+        )
 
     def complete_generations(self) -> list[Generation]:
         """Every complete generation of every root, oldest first."""

@@ -26,7 +26,7 @@ import socketserver
 import ssl
 import threading
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from email.message import Message
 from http import HTTPStatus
@@ -67,6 +67,16 @@ def _busy_reply(headers: tuple[tuple[str, str], ...]) -> bytes:
 
 
 @dataclass(frozen=True)
+class Body:
+    """A body sent piece by piece, ``length`` bytes in all: a large
+    cached body goes out as stored, without a copy, and the GIL is
+    released while the socket takes it."""
+
+    length: int
+    pieces: Iterable[bytes]
+
+
+@dataclass(frozen=True)
 class Pages:
     """What the server shows; each callable runs on every request."""
 
@@ -79,7 +89,7 @@ class Pages:
     #: If set, renders ``/metrics`` instead of ``registry``: given the
     #: Accept header and whether gzip is accepted, it returns the body,
     #: its content type and whether the body is gzipped (a cache).
-    render: Callable[[str, bool], tuple[bytes, str, bool]] | None = None
+    render: Callable[[str, bool], tuple[Body, str, bool]] | None = None
     #: If set, serves ``/browse``: given the raw query string, it returns
     #: the full, already escaped HTML page, or raises
     #: :class:`~du_exporter.browse.NotFound` (answered 404).
@@ -89,7 +99,7 @@ class Pages:
 @dataclass(frozen=True)
 class _Response:
     status: HTTPStatus
-    body: bytes
+    body: bytes | Body
     content_type: str = _TEXT
     headers: tuple[tuple[str, str], ...] = ()
 
@@ -107,12 +117,12 @@ def _metrics(pages: Pages, headers: Message) -> _Response:
     gzip_ok = _gzip_accepted(headers.get("Accept-Encoding", ""))
     extra = [("Vary", "Accept, Accept-Encoding")]
     if pages.render is not None:
-        body, content_type, gzipped = pages.render(
+        cached, content_type, gzipped = pages.render(
             headers.get("Accept", ""), gzip_ok
         )
         if gzipped:
             extra.append(("Content-Encoding", "gzip"))
-        return _Response(HTTPStatus.OK, body, content_type, tuple(extra))
+        return _Response(HTTPStatus.OK, cached, content_type, tuple(extra))
     try:
         encoder, content_type = choose_encoder(headers.get("Accept", ""))
     except (TypeError, ValueError):
@@ -248,12 +258,18 @@ class _Handler(BaseHTTPRequestHandler):
     def _send(self, response: _Response, *, body: bool = True) -> None:
         self.send_response(response.status)
         self.send_header("Content-Type", response.content_type)
-        self.send_header("Content-Length", str(len(response.body)))
+        whole = response.body
+        if isinstance(whole, Body):
+            length, pieces = whole.length, whole.pieces
+        else:
+            length, pieces = len(whole), (whole,)
+        self.send_header("Content-Length", str(length))
         for name, value in response.headers:
             self.send_header(name, value)
         self.end_headers()
         if body:
-            self.wfile.write(response.body)
+            for piece in pieces:
+                self.wfile.write(piece)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         structlog.get_logger().debug(
