@@ -22,7 +22,10 @@ Other shapes (``--shape``), same kinds of entries:
 * ``many-tiny``: every directory holds 1-2 files (``entries / 2.5``
   directories, tens of thousands for 100,000 entries and more);
 * ``flat``: no subdirectories, every entry in ``DEST`` itself (hard links
-  then point into the same directory).
+  then point into the same directory);
+* ``dirs``: ``entries / 2`` directories with exactly one other entry
+  each, all within ``depth`` levels (``--depth 4``: 100,000 directories
+  for 200,000 entries, every one exported at ``dir-level: 4``).
 
 ``empty_files`` (``--empty-files``) makes every regular file zero bytes
 (no sparse files either), so a tree of millions of entries costs inodes
@@ -52,7 +55,7 @@ from pathlib import Path
 
 MARKER = ".maketree.json"
 FORMAT_VERSION = 1
-SHAPES = ("balanced", "one-huge", "many-tiny", "flat")
+SHAPES = ("balanced", "one-huge", "many-tiny", "flat", "dirs")
 #: Share of the entries under ``big`` in the ``one-huge`` shape.
 HUGE_SHARE = 0.9
 #: Mean entries per directory (the directory included) in ``many-tiny``.
@@ -372,6 +375,9 @@ def plan_shape(
     minus the directories."""
     if shape == "flat":
         return [""], [entries]
+    if shape == "dirs":
+        rel_dirs, _ = _plan_dirs(rng, entries // 2, depth)
+        return rel_dirs, [entries % 2] + [1] * (len(rel_dirs) - 1)
     if shape == "many-tiny":
         n_dirs = min(entries - 1, max(1, round(entries / TINY_DIR_ENTRIES)))
         rel_dirs, _ = _plan_dirs(rng, n_dirs, depth)

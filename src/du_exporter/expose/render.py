@@ -2,9 +2,10 @@
 
 Rows stream off one SQLite read transaction into text, a few thousand
 lines at a time: no Python object per series, so memory stays flat
-however many directories are exported.  The same stream feeds the
-``/metrics`` cache (gzipped once per generation, :func:`render_gzip`)
-and the textfile of mode ``file`` (:mod:`du_exporter.expose.textfile`).
+however many directories are exported.  They are compressed
+as they come, once per generation (:func:`render_gzip`); the ``/metrics``
+cache keeps only those bytes, and the textfile of mode ``file``
+(:mod:`du_exporter.expose.textfile`) is their decompression.
 
 The output is byte for byte what prometheus_client's text and
 OpenMetrics encoders write for the same families (a test holds them
@@ -32,18 +33,32 @@ from du_exporter.expose.families import (
     histogram_family,
 )
 from du_exporter.paths import label_path, root_levels
-from du_exporter.store.reader import Reader, ReadSession
+from du_exporter.store.reader import Reader
 from du_exporter.store.rows import Snapshot
 
 
-GZIP_LEVEL = 6
+#: Fast: the bodies are small anyway (tens of bytes per directory).
+GZIP_LEVEL = 1
 #: Lines joined into one chunk before it is compressed or written.
 _CHUNK_LINES = 4096
 #: Compressed bytes :func:`gunzip` decompresses at a time.
 _IN = 1 << 14
 
 #: prometheus_client's number format (Go's), typed.
-_value: Callable[[float], str] = floatToGoString
+_go_float: Callable[[float], str] = floatToGoString
+
+
+#: The smallest positive integer Go (and prometheus_client) writes with
+#: an exponent (``1e+06``).
+_GO_EXPONENT = 1_000_000
+
+
+def _value(value: float) -> str:
+    """``floatToGoString(value)``, without a float round trip for the
+    common small integers (which print as ``N.0``)."""
+    if type(value) is int and -(1 << 53) < value < _GO_EXPONENT:
+        return f"{value}.0"
+    return _go_float(value)
 
 
 def _escape_label(value: str) -> str:
@@ -84,47 +99,6 @@ def format_families(families: Iterable[Metric], *, openmetrics: bool) -> bytes:
     return "".join(out).encode()
 
 
-#: A piece of the exposition: ``(text, openmetrics)`` where the formats
-#: differ (headers, the small families), or bytes common to both.
-Piece = tuple[bytes, bytes] | bytes
-
-
-def _samples(
-    session: ReadSession, cfg: Config, snap: Snapshot, spec: DirectorySpec
-) -> Iterator[bytes]:
-    levels = root_levels(cfg.roots)
-    prefix = spec.name + '{level="'
-    out: list[str] = []
-    for gen in snap.generations.values():
-        for path, root, level, value in session.column(gen.id, spec.column):
-            if level > levels.get(root, -1):
-                continue  # from a root or level no longer configured
-            out.append(
-                f'{prefix}{level}",path="{_escape_label(label_path(path))}"}}'
-                f" {_value(value)}\n"
-            )
-            if len(out) == _CHUNK_LINES:
-                yield "".join(out).encode()
-                out.clear()
-    if out:
-        yield "".join(out).encode()
-
-
-def pieces(session: ReadSession, cfg: Config) -> Iterator[Piece]:
-    """Every directory family of the latest generations, in order."""
-    snap = Snapshot(generations=session.latest_generations(), rows=[])
-    for spec in directory_specs(cfg):
-        yield tuple(  # type: ignore[misc]
-            header(spec.name, spec.doc, spec.kind, openmetrics=om).encode()
-            for om in (False, True)
-        )
-        yield from _samples(session, cfg, snap, spec)
-    rest = [*histogram_family(cfg, snap), *generation_families(cfg, snap)]
-    yield tuple(  # type: ignore[misc]
-        format_families(rest, openmetrics=om) for om in (False, True)
-    )
-
-
 @dataclass(frozen=True)
 class Gzipped:
     """The directory families of one generation in both formats."""
@@ -138,47 +112,71 @@ class Gzipped:
     openmetrics_size: int
 
 
+class _Family:
+    """One per-directory family's samples, compressed as they come."""
+
+    def __init__(self, spec: DirectorySpec) -> None:
+        self.spec = spec
+        self.prefix = spec.name + '{level="'
+        self.lines: list[str] = []
+        self.size = 0
+        self._zip = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
+        self._out: list[bytes] = []
+
+    def flush(self) -> None:
+        data = "".join(self.lines).encode()
+        self.lines.clear()
+        self.size += len(data)
+        self._out.append(self._zip.compress(data))
+
+    def member(self) -> bytes:
+        self.flush()
+        self._out.append(self._zip.flush())
+        return b"".join(self._out)
+
+
 def render_gzip(reader: Reader, cfg: Config) -> Gzipped:
-    """Compress the exposition once, as it streams off the store.
+    """The directory families, compressed as they stream off the store.
 
-    Only the compressed bodies are kept: one family's samples are one
-    gzip member, shared by both formats.
+    One pass over the rows of one read transaction; each family's
+    samples become one gzip member, shared by both formats (only the
+    ``# HELP``/``# TYPE`` members differ).  Only compressed bytes are
+    kept.
     """
-    text: list[bytes] = []
-    om: list[bytes] = []
-    sizes = [0, 0]
-    shared: list[bytes] = []
-    compressor = None
-    for piece in _read_pieces(reader, cfg):
-        if isinstance(piece, bytes):
-            if compressor is None:
-                compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
-            shared.append(compressor.compress(piece))
-            sizes[0] += len(piece)
-            sizes[1] += len(piece)
-            continue
-        if compressor is not None:
-            shared.append(compressor.flush())
-            member = b"".join(shared)
-            text.append(member)
-            om.append(member)
-            shared.clear()
-            compressor = None
-        for i, (out, part) in enumerate(zip((text, om), piece, strict=True)):
-            out.append(gzip.compress(part, GZIP_LEVEL, mtime=0))
-            sizes[i] += len(part)
-    return Gzipped(b"".join(text), b"".join(om), sizes[0], sizes[1])
-
-
-def _read_pieces(reader: Reader, cfg: Config) -> Iterator[Piece]:
+    families = [_Family(spec) for spec in directory_specs(cfg)]
+    columns = [f.spec.column for f in families]
+    levels = root_levels(cfg.roots)
     with reader.session() as session:
-        yield from pieces(session, cfg)
-
-
-def text_chunks(reader: Reader, cfg: Config) -> Iterator[bytes]:
-    """The text format, streamed (the textfile)."""
-    for piece in _read_pieces(reader, cfg):
-        yield piece if isinstance(piece, bytes) else piece[0]
+        snap = Snapshot(generations=session.latest_generations(), rows=[])
+        for gen in snap.generations.values():
+            n = 0
+            for path, root, level, *values in session.columns(gen.id, columns):
+                if level > levels.get(root, -1):
+                    continue  # from a root or level no longer configured
+                labels = f'{level}",path="{_escape_label(label_path(path))}"}} '
+                for family, value in zip(families, values, strict=True):
+                    family.lines.append(f"{family.prefix}{labels}{_value(value)}\n")
+                n += 1
+                if n % _CHUNK_LINES == 0:
+                    for family in families:
+                        family.flush()
+        rest = [*histogram_family(cfg, snap), *generation_families(cfg, snap)]
+    bodies: list[list[bytes]] = [[], []]
+    sizes = [0, 0]
+    for family in families:
+        samples = family.member()
+        spec = family.spec
+        for om, body in enumerate(bodies):
+            head = header(spec.name, spec.doc, spec.kind, openmetrics=bool(om))
+            data = head.encode()
+            body.extend((gzip.compress(data, GZIP_LEVEL, mtime=0), samples))
+            sizes[om] += len(data) + family.size
+    for om, body in enumerate(bodies):
+        data = format_families(rest, openmetrics=bool(om))
+        body.append(gzip.compress(data, GZIP_LEVEL, mtime=0))
+        sizes[om] += len(data)
+    text, openmetrics = (b"".join(body) for body in bodies)
+    return Gzipped(text, openmetrics, sizes[0], sizes[1])
 
 
 def gunzip(data: bytes) -> Iterator[bytes]:

@@ -9,9 +9,10 @@ from __future__ import annotations
 import os
 import sqlite3
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import Any
 
 from du_exporter.errors import StoreError
 from du_exporter.store.db import connect
@@ -138,18 +139,19 @@ class ReadSession:
             ))
         }
 
-    def column(
-        self, gen: int, name: str
-    ) -> Iterator[tuple[bytes, bytes, int, float]]:
-        """(path, root, level, value of column ``name``) of every
-        exported row of ``gen``, by path, straight off the cursor: no
-        row object, memory constant however many rows there are.
+    def columns(
+        self, gen: int, names: Sequence[str]
+    ) -> Iterator[tuple[Any, ...]]:
+        """(path, root, level, then the value ``names``) of every exported
+        row of ``gen``, by path, straight off the cursor: no row object,
+        memory constant however many rows there are.
         """
-        if name not in _VALUE_COLUMNS:
-            msg = f"not a value column: {name!r}"
+        if not set(names) <= _VALUE_COLUMNS:
+            msg = f"not value columns: {names!r}"
             raise ValueError(msg)
+        values = "".join(f", {name}" for name in names)
         return self.conn.execute(
-            f"SELECT path, root, level, {name} FROM units"  # noqa: S608 - checked column
+            f"SELECT path, root, level{values} FROM units"  # noqa: S608 - checked columns
             " WHERE gen = ? AND root IS NOT NULL ORDER BY path",
             (gen,),
         )
