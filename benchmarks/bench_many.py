@@ -1,0 +1,292 @@
+"""Many exported directories: every directory of a tree is a row.
+
+For each ``--dirs D`` a tree of D directories with one (empty) file each
+is built with ``maketree.py --shape dirs --depth 4`` (cached under
+``--workdir``), exported at ``dir-level: 4`` (D + 1 exported
+directories).  Per tree:
+
+* **mode file**: GNU ``du -B1 --max-depth=4 ROOT > /dev/null`` and the
+  whole ``du-exporter --mode file`` command, alternated ``--repeat``
+  times (medians; ratio in the same run), plus the split of the
+  exporter's time: scan (walk and store, the exporter's own
+  ``scan_duration_seconds``) and render (the exposition from the store,
+  timed in this process on the same database);
+* **daemon**: the exporter in mode ``http``, rescanning back to back;
+  the highest summed RSS of it and its children (20 ms samples) through
+  the first scan, unloaded rescans, and rescans under ``--scrapers``
+  open-loop scrapers that each ask for gzip ``/metrics`` once per second
+  (Prometheus' headers; latency from the scheduled send to the last
+  byte, so a late start counts).  Rescan slowdown = median rescan under
+  load / median unloaded rescan.  Bytes per exported directory: the
+  database file, the cached gzip bodies.
+
+Markdown to stdout, progress to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+from pathlib import Path
+
+from bench_scan import MIB, TreeSampler, clean_env, log, markdown_table
+from maketree import build_tree
+
+
+ACCEPT = (
+    "application/openmetrics-text;version=1.0.0;q=0.5,"
+    "application/openmetrics-text;version=0.0.1;q=0.4,"
+    "text/plain;version=0.0.4;q=0.3,*/*;q=0.2"
+)
+LEVEL = 4
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def tree(workdir: Path, dirs: int) -> Path:
+    dest = workdir / f"dirs-{dirs}"
+    build_tree(dest, 2 * dirs, depth=LEVEL, shape="dirs", empty_files=True,
+               progress=True)
+    return dest
+
+
+def _timed(cmd: list[str], **kw: object) -> float:
+    t = time.perf_counter()
+    subprocess.run(cmd, check=True, **kw)  # type: ignore[call-overload]
+    return time.perf_counter() - t
+
+
+def file_mode(python: str, root: Path, run: Path, repeat: int) -> dict[str, float]:
+    du_s: list[float] = []
+    ex_s: list[float] = []
+    scan_s: list[float] = []
+    for _ in range(repeat):
+        du_s.append(_timed(["du", "-B1", f"--max-depth={LEVEL}", str(root)],
+                           stdout=subprocess.DEVNULL))
+        for f in run.parent.glob(run.name + "*"):
+            f.unlink()
+        prom = run.with_suffix(".prom")
+        ex_s.append(_timed(
+            [python, "-m", "du_exporter", "--mode", "file",
+             "--analyzed-path", str(root), "--dir-level", str(LEVEL),
+             "--db-path", str(run), "--output-file", str(prom),
+             "--log-level", "warning"],
+            env=clean_env(),
+        ))
+        m = re.search(rb"^du_exporter_scan_duration_seconds\{[^}]*\} (\S+)$",
+                      prom.read_bytes(), re.MULTILINE)
+        scan_s.append(float(m.group(1)) if m else float("nan"))
+    render = _render_seconds(python, root, run)
+    return {
+        "du": statistics.median(du_s),
+        "exporter": statistics.median(ex_s),
+        "scan": statistics.median(scan_s),
+        "render": render[0],
+        "gzip_bytes": render[1],
+        "db_bytes": run.stat().st_size,
+    }
+
+
+_RENDER = """
+import sys, time
+from du_exporter import config
+from du_exporter.store.reader import Reader
+from du_exporter.expose.render import render_gzip
+cfg = config.build({}, {}, {"db-path": sys.argv[1], "analyzed-path": sys.argv[2],
+                            "dir-level": int(sys.argv[3])}, {"HOME": "/tmp"})
+t = time.perf_counter(); g = render_gzip(Reader(cfg.db_path), cfg)
+print(time.perf_counter() - t, len(g.text) + len(g.openmetrics))
+"""
+
+
+def _render_seconds(python: str, root: Path, db: Path) -> tuple[float, int]:
+    out = subprocess.run(
+        [python, "-c", _RENDER, str(db), str(root), str(LEVEL)],
+        check=True, capture_output=True, text=True, env=clean_env(),
+    ).stdout.split()
+    return float(out[0]), int(out[1])
+
+
+def _scraper(port: int, start: float, seconds: float, offset: float,
+             out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    lat: list[float] = []
+    errors = 0
+    k = 0
+    req = (
+        f"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: {ACCEPT}\r\n"
+        "Accept-Encoding: gzip\r\nConnection: close\r\n\r\n"
+    ).encode()
+    while True:
+        due = start + offset + k
+        if due > start + seconds:
+            break
+        time.sleep(max(0.0, due - time.monotonic()))
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+                s.sendall(req)
+                got = 0
+                while chunk := s.recv(1 << 20):
+                    got += len(chunk)
+            lat.append(time.monotonic() - due)
+        except OSError:
+            errors += 1
+        k += 1
+    out.put((lat, errors))
+
+
+def _client_proc(port: int, start: float, seconds: float, offsets: list[float],
+                 out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    threads = [
+        threading.Thread(target=_scraper, args=(port, start, seconds, o, out))
+        for o in offsets
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+def _scan_durations(port: int) -> tuple[int, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=60) as r:
+        text = r.read().decode()
+    gen = re.search(r"^du_exporter_scan_generation\{[^}]*\} (\S+)$", text, re.MULTILINE)
+    dur = re.search(r"^du_exporter_scan_duration_seconds\{[^}]*\} (\S+)$", text, re.MULTILINE)
+    return int(float(gen.group(1))) if gen else 0, float(dur.group(1)) if dur else 0.0
+
+
+def _watch_rescans(port: int, until: float) -> list[float]:
+    seen: dict[int, float] = {}
+    while time.monotonic() < until:
+        gen, dur = _scan_durations(port)
+        if gen:
+            seen[gen] = dur
+        time.sleep(0.5)
+    return [d for g, d in sorted(seen.items())][1:]  # a full rescan each
+
+
+def daemon(python: str, root: Path, run: Path, scrapers: int, seconds: float,
+           procs: int) -> dict[str, float]:
+    for f in run.parent.glob(run.name + "*"):
+        f.unlink()
+    port = _free_port()
+    proc = subprocess.Popen(
+        [python, "-m", "du_exporter", "--analyzed-path", str(root),
+         "--dir-level", str(LEVEL), "--db-path", str(run),
+         "--bind-address", f"127.0.0.1:{port}", "--scan-interval-minutes",
+         "0.001", "--log-level", "warning"],
+        env=clean_env(),
+    )
+    sampler = TreeSampler(proc.pid)
+    sampler.start()
+    try:
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=5):
+                    break
+            except OSError:
+                time.sleep(0.2)
+        idle = _watch_rescans(port, time.monotonic() + seconds)
+        log(f"unloaded rescans: {idle}")
+        out: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
+        start = time.monotonic() + 1
+        offsets = [i / scrapers for i in range(scrapers)]
+        clients = [
+            multiprocessing.Process(
+                target=_client_proc,
+                args=(port, start, seconds, offsets[i::procs], out),
+            )
+            for i in range(procs)
+        ]
+        for c in clients:
+            c.start()
+        loaded = _watch_rescans(port, start + seconds)
+        results = [out.get() for _ in range(scrapers)]
+        for c in clients:
+            c.join()
+        log(f"loaded rescans: {loaded}")
+    finally:
+        proc.terminate()
+        proc.wait()
+        sampler.stop()
+    lat = sorted(x for r, _ in results for x in r)
+    return {
+        "peak_rss": sampler.peak_rss,
+        "idle": statistics.median(idle) if idle else float("nan"),
+        "loaded": statistics.median(loaded) if loaded else float("nan"),
+        "requests": len(lat),
+        "errors": sum(e for _, e in results),
+        "p50": lat[len(lat) // 2] * 1000 if lat else float("nan"),
+        "p99": lat[int(len(lat) * 0.99)] * 1000 if lat else float("nan"),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--dirs", type=int, action="append")
+    p.add_argument("--workdir", type=Path, default=Path("/tmp/du-many"))
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--scrapers", type=int, default=50)
+    p.add_argument("--seconds", type=float, default=30)
+    p.add_argument("--client-procs", type=int, default=2)
+    p.add_argument("--python", default=sys.executable)
+    args = p.parse_args(argv)
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    file_rows: list[list[str]] = []
+    daemon_rows: list[list[str]] = []
+    for dirs in args.dirs or [10_000, 100_000]:
+        root = tree(args.workdir, dirs)
+        exported = dirs + 1
+        run = args.workdir / "run.db"
+        log(f"{exported} exported directories: mode file")
+        f = file_mode(args.python, root, run, args.repeat)
+        file_rows.append([
+            f"{exported:,}", f"{f['du']:.2f}", f"{f['exporter']:.2f}",
+            f"{f['exporter'] / f['du']:.2f}", f"{f['scan']:.2f}",
+            f"{f['render']:.2f}",
+            f"{f['exporter'] - f['scan'] - f['render']:.2f}",
+            f"{f['db_bytes'] / exported:.0f}",
+            f"{f['gzip_bytes'] / exported:.0f}",
+        ])
+        log(f"{exported} exported directories: daemon")
+        d = daemon(args.python, root, run, args.scrapers, args.seconds,
+                   args.client_procs)
+        budget = 64 * MIB + 512 * exported
+        daemon_rows.append([
+            f"{exported:,}", f"{d['peak_rss'] / MIB:.1f}",
+            f"{budget / MIB:.1f}", f"{d['idle']:.2f}", f"{d['loaded']:.2f}",
+            f"{d['loaded'] / d['idle']:.2f}", f"{args.scrapers}",
+            f"{d['requests']:,}", f"{d['errors']}", f"{d['p50']:.1f}",
+            f"{d['p99']:.1f}",
+        ])
+    print("**Mode file**, whole command vs `du -B1 --max-depth=4` (medians):\n")
+    print(markdown_table(
+        ["exported dirs", "du s", "du-exporter s", "ratio", "scan s",
+         "render s", "other s", "db B/dir", "gzip B/dir"],
+        file_rows,
+    ))
+    print("\n**Daemon**: peak summed RSS (first scan, rescans, scrapes) and "
+          f"{args.scrapers} open-loop gzip scrapers at 1/s:\n")
+    print(markdown_table(
+        ["exported dirs", "peak RSS MiB", "target MiB", "rescan s",
+         "rescan s loaded", "slowdown", "scrapers", "requests", "errors",
+         "p50 ms", "p99 ms"],
+        daemon_rows,
+    ))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
