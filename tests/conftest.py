@@ -19,11 +19,11 @@ def pool() -> Iterator[ScanPool]:
         yield p
 
 
-@pytest.fixture(name="scanner", params=["c", "python"])
+@pytest.fixture(name="scanner", params=["c", "scandir-rs", "python"])
 def _scanner(
     pool: ScanPool, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Scanner:
-    """A scanner per engine: every scan test runs on both."""
+    """A scanner per engine: every scan test runs on each."""
     if not engine_available(request.param):
         pytest.skip(f"scan engine {request.param} is not built here")
     return Scanner(pool, tmp_path / "state" / "du.db", request.param)

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from du_exporter.scan import engine_scandir
 from du_exporter.scan.model import Plan, Unit, UnitResult
 from du_exporter.scan.pool import ScanPool
+from du_exporter.scan.walker import engine_available, engine_name, scan_unit
 from helpers import Scanner, du, write
 
 
@@ -279,3 +281,77 @@ class TestWorkSplitting:
         assert len(results) > 1
         total = sum(r.disk for r in results)
         assert du(root, "-sB1")[os.fsencode(root)] == total
+
+
+def _walk_whole(root: Path, engine: str, owner_usage: bool) -> UnitResult:
+    """One unit over all of ``root`` (no rows below it), in this process."""
+    st = os.stat(root)
+    plan = Plan(
+        exports=((os.fsencode(root), 0),),
+        ignore=(),
+        one_file_system=False,
+        follow_symlinks=False,
+        root_dev=st.st_dev,
+        engine=engine,
+        owner_usage=owner_usage,
+    )
+    top = Unit(os.fsencode(root), b"", st.st_blocks * 512, st.st_size,
+               st.st_mtime, dev=st.st_dev, ino=st.st_ino, uid=st.st_uid)
+    return scan_unit(plan, top)
+
+
+class TestEngines:
+    """What the engines are called; owner sums only when asked for."""
+
+    def test_engine_names(self):
+        assert "python" == engine_name("python")
+        assert "scandir-rs" == engine_name("scandir-rs")
+        built = engine_available("c")
+        assert ("c" if built else "scandir-rs") == engine_name("auto")
+        if built:
+            assert "c" == engine_name("c")
+
+    @pytest.mark.parametrize("engine", ["c", "scandir-rs", "python"])
+    def test_owner_usage_off_sums_no_owners(self, tmp_path, engine):
+        if not engine_available(engine):
+            pytest.skip(f"scan engine {engine} is not built here")
+        root = rich_tree(tmp_path / "t")
+        on = _walk_whole(root, engine, owner_usage=True)
+        off = _walk_whole(root, engine, owner_usage=False)
+        assert on.owners
+        assert {} == off.owners
+        assert (on.disk, on.apparent, on.files, on.entries, on.links) == (
+            off.disk, off.apparent, off.files, off.entries, off.links
+        )
+
+
+class TestScandirEngine:
+    """scandir-rs reaches entries by path: only inode-checked fields count."""
+
+    def test_directory_covered_by_a_mount(self, tmp_path):
+        # scandir-rs resolves /proc/self/fd/N to a path; a mount over that
+        # path since the directory was opened shows it other entries of the
+        # same names.  The sums must stay those of the opened directory.
+        d = tmp_path / "d"
+        for name, size in [("a", 50_000), ("b", 3_000)]:
+            write(d / name, size)
+        (d / "sub").mkdir()
+        expected = engine_scandir.scan_dir(os.fsencode(d), False)
+        fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            if subprocess.run(["mount", "-t", "tmpfs", "tmpfs", d], check=False,
+                              capture_output=True).returncode:
+                pytest.skip("cannot mount a tmpfs here (not root?)")
+            try:
+                for name, size in [("a", 1_000_000), ("b", 10)]:
+                    write(d / name, size)
+                (d / "sub").mkdir()
+                got = engine_scandir._scan_fd(fd, False, True)
+            finally:
+                subprocess.run(["umount", d], check=True)
+        finally:
+            os.close(fd)
+        assert expected is not None
+        assert got is not None
+        assert expected[:6] == got[:6]
+        assert [s[:6] for s in expected[7]] == [s[:6] for s in got[7]]

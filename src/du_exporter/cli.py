@@ -55,7 +55,8 @@ HELP = {
     "size-bucket": "Export the file-size histogram.",
     "max-iops": "Directory reads plus stats per second, whole pool; 0 = "
     "unlimited.",
-    "scan-engine": "auto (the C reader when built), c or python.",
+    "scan-engine": "auto (the C reader when built, else scandir-rs), c, "
+    "scandir-rs or python.",
     "owner-usage": "Export usage per owner (uid) of each walked root.",
     "scan-priority": "Workers' CPU/IO priority: normal, low (nice 10, "
     "best-effort 7) or idle (nice 19, idle I/O class).",

@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from du_exporter.errors import ConfigError
-from du_exporter.scan.walker import engine_available
+from du_exporter.scan.walker import ENGINES, engine_available
 from du_exporter.web import webconfig as web_config
 
 
@@ -234,9 +234,11 @@ def _as_path(value: object, key: str) -> Path:
 
 
 def _as_engine(value: object, key: str) -> str:
-    engine = _choice("auto", "c", "python")(value, key)
+    engine = _choice(*ENGINES)(value, key)
     if not engine_available(engine):
-        raise _fail(key, "the C scanner is not built in this installation")
+        missing = "scandir-rs is not installed" if engine == "scandir-rs" \
+            else "the C scanner is not built"
+        raise _fail(key, f"{missing} in this installation")
     return engine
 
 

@@ -8,7 +8,7 @@
  * subdirectories, inodes with more than one link and errors come back as
  * Python objects, so the Python cost per file is zero.
  *
- * scan_dir(path: bytes, sort_big: bool) -> tuple:
+ * scan_dir(path: bytes, sort_big: bool, owners: bool = True) -> tuple:
  *   (entries, files, blocks, apparent, mtime, hist_sum, hist,
  *    subdirs, links, errors, dir_errno, owners)
  * where
@@ -18,7 +18,8 @@
  *   subdirs   [(name, index, dev, ino, st_blocks, st_size, mtime, uid)]
  *   links     [(dev, ino, index, st_blocks, st_size, uid)] for nlink > 1
  *   owners    [(uid, blocks, apparent, files)]: the counted
- *             non-directories (not the links) summed per owner
+ *             non-directories (not the links) summed per owner; empty
+ *             when the argument owners is false
  *   errors    [(name, errno)] for entries that could not be stat'ed
  *   dir_errno errno of opening or reading the directory, else 0
  * index is the entry's position in the listing (after the inode sort
@@ -76,6 +77,7 @@ typedef struct {
     long long count, files, blocks, apparent, hsum;
     long long hist[N_BUCKETS + 1];
     double mtime;
+    int by_owner;             /* sum per owner (the owners argument) */
     owner_t *owners;
     size_t n_owners;
     rec_t *recs;
@@ -192,7 +194,7 @@ static int fold(scan_t *sc, int dfd, const char *name, size_t index) {
     if (st.st_nlink > 1) return record(sc, REC_LINK, name, index, &st, 0);
     sc->blocks += st.st_blocks;
     sc->apparent += st.st_size;
-    return owner_add(sc, &st);
+    return sc->by_owner ? owner_add(sc, &st) : 0;
 }
 
 /* Stat and fold one batch of names, sorted first where fts sorts. */
@@ -305,11 +307,13 @@ done:
 
 static PyObject *scan_dir(PyObject *self, PyObject *args) {
     const char *path;
-    int sort_big;
+    int sort_big, by_owner = 1;
     (void)self;
-    if (!PyArg_ParseTuple(args, "yp", &path, &sort_big)) return NULL;
+    if (!PyArg_ParseTuple(args, "yp|p", &path, &sort_big, &by_owner))
+        return NULL;
     scan_t sc;
     memset(&sc, 0, sizeof sc);
+    sc.by_owner = by_owner;
     int err;
     Py_BEGIN_ALLOW_THREADS
     err = read_dir(path, sort_big, &sc);
@@ -329,7 +333,7 @@ static PyObject *scan_dir(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"scan_dir", scan_dir, METH_VARARGS,
-     "scan_dir(path, sort_big) -> sums, subdirs, links and errors of one "
+     "scan_dir(path, sort_big, owners=True) -> sums, subdirs, links and errors of one "
      "directory (see the module source)."},
     {NULL, NULL, 0, NULL},
 };

@@ -1,5 +1,5 @@
 def scan_dir(
-    path: bytes, sort_big: bool, /
+    path: bytes, sort_big: bool, owners: bool = True, /
 ) -> tuple[
     int,
     int,

@@ -40,7 +40,8 @@ class Plan:
     root_dev: int
     #: Directory reads plus stats per second for this worker (0: no limit).
     iops: float = 0.0
-    #: ``auto`` (the C reader when built), ``c`` or ``python``.
+    #: ``auto`` (the C reader when built, else scandir-rs), ``c``,
+    #: ``scandir-rs`` or ``python``.
     engine: str = "auto"
     #: Sum usage per owner (uid) too.
     owner_usage: bool = False

@@ -72,30 +72,52 @@ class _DirStat(NamedTuple):
     st_uid: int
 
 
-ScanDir = Callable[[bytes, bool], tuple[Any, ...]]
+ScanDir = Callable[[bytes, bool, bool], tuple[Any, ...] | None]
+
+#: The values of ``scan-engine``.
+ENGINES = ("auto", "c", "scandir-rs", "python")
 
 
 def _fast_engine(engine: str) -> ScanDir | None:
-    """The C reader, unless ``engine`` is ``python`` or it is not built."""
+    """The per-directory reader of ``engine``; ``None``: the Python path.
+
+    ``auto`` is the C reader when it is built, else scandir-rs.
+    """
     if engine == "python":
         return None
+    if engine in {"auto", "c"}:
+        try:
+            from du_exporter.scan import _fastscan  # noqa: PLC0415 - optional module
+        except ImportError:
+            if engine == "c":
+                raise
+        else:
+            scan_dir: ScanDir = _fastscan.scan_dir
+            return scan_dir
     try:
-        from du_exporter.scan import _fastscan  # noqa: PLC0415 - optional module
+        from du_exporter.scan import engine_scandir  # noqa: PLC0415 - optional dependency
     except ImportError:
-        if engine == "c":
+        if engine == "scandir-rs":
             raise
         return None
-    scan_dir: ScanDir = _fastscan.scan_dir
-    return scan_dir
+    return engine_scandir.scan_dir
 
 
 def engine_available(engine: str) -> bool:
-    """Whether ``engine`` (``auto``, ``c``, ``python``) can run here."""
+    """Whether ``engine`` (a value of ``scan-engine``) can run here."""
     try:
         _fast_engine(engine)
     except ImportError:
         return False
     return True
+
+
+def engine_name(engine: str) -> str:
+    """The engine ``scan-engine: engine`` runs: c, scandir-rs or python."""
+    fast = _fast_engine(engine)
+    if fast is None:
+        return "python"
+    return "c" if fast.__module__.endswith("_fastscan") else "scandir-rs"
 
 
 class _Walker:
@@ -138,15 +160,20 @@ class _Walker:
             entries = fts_order(entries, lambda e: e.inode())
         return entries
 
-    def _read_fast(self, d: Unit, res: UnitResult, stack: list[Unit]) -> None:
-        """``_read_dir`` by the C extension: same sums, no per-file objects."""
+    def _read_fast(self, d: Unit, res: UnitResult, stack: list[Unit]) -> bool:
+        """``_read_dir`` by the C extension or scandir-rs: same sums, no
+        per-file objects.  False: the engine left this directory to the
+        exact Python path."""
         assert self.fast is not None  # noqa: S101 - checked by the caller
+        got = self.fast(d.path, self._sorts(d.dev), self.plan.owner_usage)
+        if got is None:
+            return False
         (count, files, blocks, apparent, mtime, hsum, hist, subdirs, links,
-         errors, err, owners) = self.fast(d.path, self._sorts(d.dev))
+         errors, err, owners) = got
         self.throttle.tick(count + 1)
         if err:
             res.error(d.path, OSError(err, os.strerror(err)))
-            return
+            return True
         prefix = d.path if d.path.endswith(b"/") else d.path + b"/"
         for name, errno in errors:
             res.error(prefix + name, OSError(errno, os.strerror(errno)))
@@ -167,6 +194,7 @@ class _Walker:
             key = d.key + index.to_bytes(_KEY_WIDTH, "big")
             stat = _DirStat(dev, ino, nblocks, size, dmtime, uid)
             self._dir(prefix + name, key, stat, d, d.via_symlink, res, stack)
+        return True
 
     def _read_dir(self, d: Unit, res: UnitResult, stack: list[Unit]) -> None:
         """Sum one directory's entries into ``res``; queue its subdirectories.
@@ -183,11 +211,12 @@ class _Walker:
         else:
             res.disk += d.disk
             res.apparent += d.apparent
-            res.own(d.uid, d.disk, d.apparent)
+            if plan.owner_usage:
+                res.own(d.uid, d.disk, d.apparent)
         skip = self.ignore.for_dir(d.path)
         short = len(d.path) < LONG_PATH
-        if self.fast is not None and skip is None and not follow and short:
-            self._read_fast(d, res, stack)
+        if (self.fast is not None and skip is None and not follow and short
+                and self._read_fast(d, res, stack)):
             return
         try:
             fd = open_dir(d.path)
@@ -216,6 +245,7 @@ class _Walker:
             return
         prefix = d.path if d.path.endswith(b"/") else d.path + b"/"
         tick = self.throttle.tick if plan.iops > 0 else None
+        own = res.own if plan.owner_usage else None
         blocks = apparent = files = count = hsum = 0
         mtime = res.mtime
         hist, links = res.histogram, res.links
@@ -257,7 +287,8 @@ class _Walker:
             else:
                 blocks += st.st_blocks
                 apparent += st.st_size
-                res.own(st.st_uid, st.st_blocks * 512, st.st_size)
+                if own is not None:
+                    own(st.st_uid, st.st_blocks * 512, st.st_size)
             if S_ISREG(mode):
                 hist[bisect_left(SIZE_BUCKETS, st.st_size)] += 1
                 hsum += st.st_size
