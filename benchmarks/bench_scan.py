@@ -830,8 +830,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--engine",
-        type=_choices(("c", "python", "auto")),
-        help="comma-separated --scan-engine values, e.g. c,python "
+        type=_choices(("c", "scandir-rs", "python", "auto")),
+        help="comma-separated --scan-engine values, e.g. c,scandir-rs,python "
         "(default: c when built, else python)",
     )
     parser.add_argument(
