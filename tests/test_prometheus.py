@@ -14,17 +14,10 @@ parses, has the expected objects, and its arguments are a valid config.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import ipaddress
-import json
-import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.parse
-import urllib.request
 
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,28 +29,19 @@ import pytest
 import yaml
 
 from exporter import Exporter, clean_env
+from promserver import (
+    REPO,
+    Prometheus,
+    du_bytes,
+    prometheus,
+    prometheus_binary,
+)
 
 
-REPO = Path(__file__).resolve().parent.parent
 PASSWORD = "scrape me"  # noqa: S105 - a test password
 
 
 # --- helpers
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _du(path: Path) -> int:
-    out = subprocess.run(
-        ["du", "-sB1", str(path)],
-        capture_output=True, text=True, check=True,
-    )
-    return int(out.stdout.split()[0])
-
 
 def _tree(root: Path) -> Path:
     """A few directories with files of assorted sizes (one sparse)."""
@@ -77,110 +61,9 @@ def _tree(root: Path) -> Path:
     return root
 
 
-class Prometheus:
-    """``prometheus`` on 127.0.0.1 with ``config``; killed on exit."""
-
-    def __init__(self, binary: str, workdir: Path, config: dict[str, Any]) -> None:
-        workdir.mkdir()
-        self.config_file = workdir / "prometheus.yml"
-        self.config_file.write_text(yaml.safe_dump(config), encoding="utf-8")
-        self.log_file = workdir / "prometheus.log"
-        self.url = f"http://127.0.0.1:{_free_port()}"
-        with self.log_file.open("wb") as log:
-            self.proc = subprocess.Popen(
-                [
-                    binary,
-                    f"--config.file={self.config_file}",
-                    f"--storage.tsdb.path={workdir / 'data'}",
-                    f"--web.listen-address={self.url.removeprefix('http://')}",
-                    # Nothing from /etc: no console templates, no libraries.
-                    f"--web.console.templates={workdir / 'consoles'}",
-                    f"--web.console.libraries={workdir / 'console_libraries'}",
-                    "--storage.tsdb.retention.time=1h",
-                    "--log.level=warn",
-                ],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                cwd=workdir, env=clean_env(workdir),
-            )
-
-    def log(self) -> str:
-        return self.log_file.read_text(errors="replace")[-4000:]
-
-    def get(self, path: str, **params: str) -> Any:
-        url = self.url + path
-        if params:
-            url += "?" + urllib.parse.urlencode(params)
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            return json.loads(resp.read())
-
-    def wait_ready(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"prometheus exited:\n{self.log()}"
-            with (
-                contextlib.suppress(OSError),
-                urllib.request.urlopen(self.url + "/-/ready", timeout=2) as r,
-            ):
-                if r.status == 200:
-                    return
-            time.sleep(0.05)
-        msg = f"prometheus never got ready:\n{self.log()}"
-        raise AssertionError(msg)
-
-    def query(self, promql: str) -> dict[frozenset[tuple[str, str]], float]:
-        """Instant query: labels -> value of each series."""
-        data = self.get("/api/v1/query", query=promql)
-        assert "success" == data["status"], data
-        return {
-            frozenset(r["metric"].items()): float(r["value"][1])
-            for r in data["data"]["result"]
-        }
-
-    def wait_value(self, promql: str, timeout: float = 30) -> float:
-        """The one value of ``promql``, once it has exactly one series."""
-        deadline = time.monotonic() + timeout
-        while True:
-            result = self.query(promql)
-            if len(result) == 1:
-                return next(iter(result.values()))
-            if time.monotonic() > deadline:
-                targets = self.get("/api/v1/targets")["data"]["activeTargets"]
-                msg = (
-                    f"{promql!r} gave {result}; targets: "
-                    f"{json.dumps(targets, indent=1)}\nlog:\n{self.log()}"
-                )
-                raise AssertionError(msg)
-            time.sleep(0.1)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
 @pytest.fixture(name="prometheus_bin", scope="module")
 def _prometheus_bin() -> str:
-    binary = shutil.which("prometheus")
-    if binary is None:
-        pytest.skip("prometheus is not installed (.ci/run installs it)")
-    return binary
-
-
-@contextlib.contextmanager
-def prometheus(
-    binary: str, workdir: Path, config: dict[str, Any]
-) -> Iterator[Prometheus]:
-    """Prometheus, ready; always stopped (SIGTERM, then SIGKILL) after."""
-    server = Prometheus(binary, workdir, config)
-    try:
-        server.wait_ready()
-        yield server
-    finally:
-        server.stop()
+    return prometheus_binary()
 
 
 def _scrape_config(targets: list[dict[str, Any]]) -> dict[str, Any]:
@@ -303,7 +186,7 @@ def _check_sizes(prom: Prometheus, job: str, tree: Path) -> None:
         got = prom.wait_value(
             f'node_disk_usage_bytes{{job="{job}",path="{path}"}}'
         )
-        assert _du(path) == got, path
+        assert du_bytes(path) == got, path
 
 
 def _last_errors(prom: Prometheus) -> dict[str, str]:

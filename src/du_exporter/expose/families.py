@@ -172,9 +172,16 @@ def generation_families(cfg: Config, snap: Snapshot) -> Iterator[Metric]:
         ),
     )
     duration, success, entries, unreadable, generation = fams
+    walked = _per_root(
+        "du_exporter_walked_root",
+        "1 for each root that is walked; a root nested in another is not "
+        "(its outer root's walk covers it). Sum node_disk_usage_bytes over "
+        "these paths to count every byte once.",
+    )
     if cfg.owner_usage:
         yield _owner_family(cfg, snap)
     for walk in plan_walks(cfg.roots):
+        walked.add_metric([label_path(walk.top)], 1)
         gen = snap.generations.get(walk.top)
         for root in walk.roots:
             label = [label_path(root)]
@@ -186,6 +193,7 @@ def generation_families(cfg: Config, snap: Snapshot) -> Iterator[Metric]:
             unreadable.add_metric(label, gen.unreadable if gen else 0)
             generation.add_metric(label, gen.id if gen else 0)
     yield from fams
+    yield walked
 
 
 def directory_families(cfg: Config, snap: Snapshot) -> Iterator[Metric]:
