@@ -250,7 +250,7 @@ class Prometheus:
         config.write_text(
             f"global: {{scrape_interval: {SCRAPE_SECONDS}s, scrape_timeout: 1s}}\n"
             "scrape_configs:\n"
-            f"  - {{job_name: du, static_configs: [{{targets: ['{target}']}}]}}\n",
+            f"  - {{job_name: du-exporter, static_configs: [{{targets: ['{target}']}}]}}\n",
             encoding="utf-8",
         )
         self.log_file = workdir / "prometheus.log"

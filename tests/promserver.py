@@ -214,11 +214,15 @@ def readme_promql(comment: str, section: str | None = None) -> str:
         lines = block.splitlines()
         for i, line in enumerate(lines):
             if line.startswith("#") and comment in line:
+                rest = lines[i + 1:]
+                while rest and rest[0].startswith("#"):  # the comment goes on
+                    rest.pop(0)
                 expr: list[str] = []
-                for following in lines[i + 1:]:
+                for following in rest:
                     if not following.strip() or following.startswith("#"):
                         break
                     expr.append(following)
+                assert expr, f"no PromQL after {line!r}"
                 return "\n".join(expr)
     msg = f"no PromQL after a comment with {comment!r} in README.md"
     raise AssertionError(msg)

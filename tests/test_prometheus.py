@@ -14,8 +14,11 @@ parses, has the expected objects, and its arguments are a valid config.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import ipaddress
+import json
+import shutil
 import subprocess
 import sys
 
@@ -35,6 +38,9 @@ from promserver import (
     du_bytes,
     prometheus,
     prometheus_binary,
+    readme_blocks,
+    readme_promql,
+    readme_scrape_jobs,
 )
 
 
@@ -126,6 +132,127 @@ def _self_signed(directory: Path) -> tuple[Path, Path]:
     return cert_file, key_file
 
 
+def _write_key(key: Any, path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    path.write_bytes(key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ))
+    path.chmod(0o600)
+
+
+def _signed_pairs(directory: Path) -> dict[str, Path]:
+    """A CA and, signed by it, a server (127.0.0.1) and a client pair.
+
+    Named as the README's TLS example names them: ``ca.crt``,
+    ``server.crt``/``.key`` and ``scraper.crt``/``.key``.
+    """
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    directory.mkdir()
+    now = dt.datetime.now(dt.UTC)
+
+    def name(cn: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    def builder(subject: str, issuer: str, key: Any) -> x509.CertificateBuilder:
+        return (
+            x509.CertificateBuilder()
+            .subject_name(name(subject))
+            .issuer_name(name(issuer))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(hours=1))
+            .not_valid_after(now + dt.timedelta(days=1))
+        )
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        builder("test CA", "test CA", ca_key)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False, content_commitment=False,
+                key_encipherment=False, data_encipherment=False,
+                key_agreement=False, key_cert_sign=True, crl_sign=True,
+                encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    files = {"ca.crt": directory / "ca.crt"}
+    files["ca.crt"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    for stem, usage in (
+        ("server", ExtendedKeyUsageOID.SERVER_AUTH),
+        ("scraper", ExtendedKeyUsageOID.CLIENT_AUTH),
+    ):
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = (
+            builder("127.0.0.1" if stem == "server" else "prometheus", "test CA", key)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(
+                x509.SubjectAlternativeName([
+                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                ]),
+                critical=False,
+            )
+            .sign(ca_key, hashes.SHA256())
+        )
+        files[f"{stem}.crt"] = directory / f"{stem}.crt"
+        files[f"{stem}.crt"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        files[f"{stem}.key"] = directory / f"{stem}.key"
+        _write_key(key, files[f"{stem}.key"])
+    return files
+
+
+# --- the README's examples, as files for this test
+
+README_PASSWORD = "change me"  # noqa: S105 - the README's example password
+
+
+def _readme_web_config() -> dict[str, Any]:
+    """The web config file shown under "TLS and authentication"."""
+    (block,) = [
+        b for b in readme_blocks("yaml", "Metrics") if "tls_server_config" in b
+    ]
+    config = yaml.safe_load(block)
+    assert isinstance(config, dict)
+    return config
+
+
+def _readme_https_jobs(
+    files: dict[str, Path], password_file: Path, address: str
+) -> list[dict[str, Any]]:
+    """The README's HTTPS scrape jobs, pointed at this test's files.
+
+    Each file the README names is replaced by this test's file of the
+    same role (CA, client certificate, client key); everything else is
+    kept as written.
+    """
+    roles = {"ca_file": "ca.crt", "cert_file": "scraper.crt", "key_file": "scraper.key"}
+    jobs = []
+    for i, shown in enumerate(readme_scrape_jobs()):
+        if shown.get("scheme") != "https":
+            continue
+        job = copy.deepcopy(shown)
+        job["job_name"] = f"readme-https-{i}"
+        for key in job["tls_config"]:
+            job["tls_config"][key] = str(files[roles[key]])
+        job["basic_auth"]["password_file"] = str(password_file)
+        job["static_configs"] = [{"targets": [address]}]
+        job.pop("scrape_interval", None)  # the test scrapes every second
+        job.pop("scrape_timeout", None)
+        jobs.append(job)
+    return jobs
+
+
 # --- one Prometheus, two exporters (its first scrape takes ~6 s: the
 # target discovery is throttled to one update per 5 s, a fixed delay)
 
@@ -135,6 +262,8 @@ class Setup:
     tree: Path
     plain: Exporter
     tls: Exporter
+    roots: tuple[Path, ...]  # of the exporter of job "roots"
+    readme_jobs: tuple[str, ...]  # the README's HTTPS jobs
 
 
 @pytest.fixture(name="setup", scope="module")
@@ -144,7 +273,11 @@ def _setup(
     """A plain and a TLS + basic auth exporter on one tree, one Prometheus.
 
     Jobs: ``plain`` (HTTP), ``tls`` (HTTPS, the CA, the right password),
-    ``wrong`` (a wrong password), ``untrusted`` (HTTPS without the CA).
+    ``wrong`` (a wrong password), ``untrusted`` (HTTPS without the CA);
+    ``roots`` (HTTP, an exporter with two roots); ``readme-https-N`` (the
+    README's HTTPS jobs against an exporter with the README's web config
+    and CA-signed certificates) and ``no-client-cert`` (the same without
+    the client certificate).
     """
     base = tmp_path_factory.mktemp("prometheus")
     tree = _tree(base / "tree")
@@ -161,23 +294,49 @@ def _setup(
     )
     (base / "plain").mkdir()
     (base / "secure").mkdir()
+    (base / "two-roots").mkdir()
+    other = _tree(base / "other")  # not the tree the other jobs check
+    roots = (other / "alpha", other / "gamma")
+    files = _signed_pairs(base / "readme")
+    readme_web = base / "readme" / "web.yml"
+    readme_web.write_text(yaml.safe_dump(_readme_web_config()), encoding="utf-8")
+    password_file = base / "readme" / "du.pw"
+    password_file.write_text(README_PASSWORD, encoding="utf-8")
     with (
         Exporter(base / "plain", *args) as plain,
         Exporter(base / "secure", *args, "--web-config-file", str(web)) as tls,
+        Exporter(
+            base / "two-roots", "--scan-interval-minutes", "0",
+            "--multi-paths", ",".join(f"{r}=1" for r in roots),
+        ) as two_roots,
+        Exporter(
+            base / "readme", *args, "--web-config-file", str(readme_web)
+        ) as readme_tls,
     ):
         auth = {"username": "prometheus", "password": PASSWORD}
         bad = {"username": "prometheus", "password": "not " + PASSWORD}
         https: dict[str, Any] = {
             "scheme": "https", "tls_config": {"ca_file": str(cert)},
         }
+        address = readme_tls.url.split("://", 1)[1]
+        readme_jobs = _readme_https_jobs(files, password_file, address)
+        no_cert = copy.deepcopy(readme_jobs[0])
+        no_cert["job_name"] = "no-client-cert"
+        del no_cert["tls_config"]["cert_file"], no_cert["tls_config"]["key_file"]
         config = _scrape_config([
             _job("plain", plain.url),
             _job("tls", tls.url, **https, basic_auth=auth),
             _job("wrong", tls.url, **https, basic_auth=bad),
             _job("untrusted", tls.url, scheme="https", basic_auth=auth),
+            _job("roots", two_roots.url),
+            *readme_jobs,
+            no_cert,
         ])
         with prometheus(prometheus_bin, base / "prom", config) as prom:
-            yield Setup(prom, tree, plain, tls)
+            yield Setup(
+                prom, tree, plain, tls, roots,
+                tuple(j["job_name"] for j in readme_jobs),
+            )
 
 
 def _check_sizes(prom: Prometheus, job: str, tree: Path) -> None:
@@ -229,6 +388,164 @@ def test_unknown_ca_is_down(setup: Setup) -> None:
     """Prometheus verifies the certificate: without the CA, no scrape."""
     assert 0 == setup.prom.wait_value('up{job="untrusted"}')
     assert "certificate" in _last_errors(setup.prom)["untrusted"]
+
+
+def test_readme_password_matches_its_hash() -> None:
+    """The README says which password its example hash is of."""
+    hashed = _readme_web_config()["basic_auth_users"]["prometheus"]
+    assert bcrypt.checkpw(README_PASSWORD.encode(), hashed.encode())
+    assert f'"{README_PASSWORD}"' in (REPO / "README.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.slow
+def test_readme_tls_job_with_readme_web_config(setup: Setup) -> None:
+    """The README's HTTPS scrape jobs get through its web config example.
+
+    That example requires a client certificate signed by its CA: a job
+    without one is refused.
+    """
+    assert len(setup.readme_jobs) >= 2  # under Deployment and under TLS
+    for job in setup.readme_jobs:
+        # The first scrape may time out (1 s) behind the example's cost-10
+        # bcrypt on a busy machine; then the check is remembered.
+        setup.prom.wait_equal(f'up{{job="{job}"}}', 1)
+        _check_sizes(setup.prom, job, setup.tree)
+    assert 0 == setup.prom.wait_value('up{job="no-client-cert"}')
+    assert {} == setup.prom.query('node_disk_usage_bytes{job="no-client-cert"}')
+
+
+SHARE = "Share of a root taken by each child"
+
+
+@pytest.mark.slow
+def test_share_of_a_root_with_two_roots(setup: Setup) -> None:
+    """The README's share-of-a-root query, one exporter with two roots.
+
+    Each level-1 directory divided by its own root, as du measures them;
+    the query it replaced cannot match two roots of one instance.
+    """
+    expr = readme_promql(SHARE)
+    children = {
+        child: root
+        for root in setup.roots
+        for child in root.iterdir() if child.is_dir()
+    }
+    for path in (*setup.roots, *children):
+        setup.prom.wait_value(f'node_disk_usage_bytes{{job="roots",path="{path}"}}')
+
+    result = setup.prom.query(f'({expr}) and on(job) up{{job="roots"}}')
+
+    shares = {dict(labels)["path"]: share for labels, share in result.items()}
+    assert {str(c) for c in children} == set(shares)
+    for child, root in children.items():
+        assert du_bytes(child) / du_bytes(root) == pytest.approx(shares[str(child)])
+        assert str(root) == dict(next(
+            labels for labels in result if dict(labels)["path"] == str(child)
+        ))["root"]
+    old = setup.prom.query_raw(
+        'node_disk_usage_bytes{job="roots",level="1"}'
+        ' / on(instance) group_left() node_disk_usage_bytes{job="roots",level="0"}'
+    )
+    assert "error" == old["status"]
+    assert "many-to-many" in old["error"]
+
+
+# --- the alert rules against the README's scrape configs
+
+RULES = REPO / "contrib" / "prometheus" / "du-exporter.rules.yml"
+TEXTFILE_RULES = REPO / "contrib" / "prometheus" / "du-exporter-textfile.rules.yml"
+
+
+def _promtool() -> str:
+    binary = shutil.which("promtool")
+    if binary is None:
+        pytest.skip("promtool is not installed (.ci/run installs it)")
+    return binary
+
+
+def _alert(rules: Path, name: str) -> dict[str, Any]:
+    groups = yaml.safe_load(rules.read_text(encoding="utf-8"))["groups"]
+    (rule,) = [r for g in groups for r in g["rules"] if r.get("alert") == name]
+    return dict(rule)
+
+
+def test_down_alert_fires_for_the_readme_scrape_configs(tmp_path: Path) -> None:
+    """DuExporterDown fires for targets labelled as the README scrapes them.
+
+    ``up`` series get the job name and targets of every scrape config in
+    the README; the first target of each goes down.  promtool runs the
+    shipped rules on them.
+    """
+    promtool = _promtool()
+    jobs = readme_scrape_jobs()
+    assert len(jobs) >= 3
+    down = _alert(RULES, "DuExporterDown")
+    series, expected = [], []
+    for job in jobs:
+        targets = [t for c in job["static_configs"] for t in c["targets"]]
+        for i, target in enumerate(targets):
+            labels = f'job="{job["job_name"]}", instance="{target}"'
+            series.append({
+                "series": f"up{{{labels}}}",
+                "values": "1 1 0x10" if i == 0 else "1x12",
+            })
+            if i == 0:
+                expected.append({
+                    "exp_labels": {
+                        **down["labels"], "job": job["job_name"], "instance": target,
+                    },
+                    "exp_annotations": {
+                        k: v.replace("{{ $labels.instance }}", target)
+                        for k, v in down["annotations"].items()
+                    },
+                })
+    unique = list({json.dumps(e, sort_keys=True): e for e in expected}.values())
+    unique_series = list({s["series"]: s for s in series}.values())
+    tests = tmp_path / "readme.rules.test.yml"
+    tests.write_text(yaml.safe_dump({
+        "rule_files": [str(RULES)],
+        "evaluation_interval": "1m",
+        "tests": [{
+            "interval": "1m",
+            "input_series": unique_series,
+            "alert_rule_test": [
+                {"eval_time": "5m", "alertname": "DuExporterDown", "exp_alerts": []},
+                {"eval_time": "8m", "alertname": "DuExporterDown", "exp_alerts": unique},
+            ],
+        }],
+    }), encoding="utf-8")
+
+    out = subprocess.run(
+        [promtool, "test", "rules", str(tests)],
+        capture_output=True, text=True, check=False, cwd=tmp_path,
+    )
+
+    assert 0 == out.returncode, out.stdout + out.stderr
+
+
+def test_textfile_rules() -> None:
+    """The mode file rules are valid, and their unit tests pass."""
+    promtool = _promtool()
+    tests = TEXTFILE_RULES.with_name("du-exporter-textfile.rules.test.yml")
+    for args in (["check", "rules", TEXTFILE_RULES.name], ["test", "rules", tests.name]):
+        out = subprocess.run(
+            [promtool, *args], capture_output=True, text=True, check=False,
+            cwd=TEXTFILE_RULES.parent,
+        )
+        assert 0 == out.returncode, out.stdout + out.stderr
+        assert "SUCCESS" in out.stdout
+    alerts = {
+        r["alert"]
+        for g in yaml.safe_load(TEXTFILE_RULES.read_text(encoding="utf-8"))["groups"]
+        for r in g["rules"] if "alert" in r
+    }
+    tested = {
+        a["alertname"]
+        for t in yaml.safe_load(tests.read_text(encoding="utf-8"))["tests"]
+        for a in t.get("alert_rule_test", []) if a["exp_alerts"]
+    }
+    assert {"DuExporterTextfileStale", "DuExporterTextfileScanFailed"} <= alerts
+    assert alerts == tested
 
 
 # --- the Kubernetes example
