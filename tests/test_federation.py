@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from exporter import Exporter
+from exporter import Exporter, parse, run
 from promserver import (
     README,
     Prometheus,
@@ -72,6 +72,41 @@ def _config(site: str | None, *jobs: dict[str, Any]) -> dict[str, Any]:
     if site is not None:
         glob["external_labels"] = {"site": site}
     return {"global": glob, "scrape_configs": list(jobs)}
+
+
+def test_walked_root_names_each_walk_once(tmp_path: Path) -> None:
+    """du_exporter_walked_root is 1 per walk; a nested root has none.
+
+    So summing over it counts each byte once, where a sum over level 0
+    counts the nested root's bytes twice (mode file, the textfile).
+    """
+    top = _tree(tmp_path / "tree")
+    nested = top["d"] / "projects" / "alpha"
+    out = tmp_path / "du.prom"
+    roots = f"{top['a']}=1,{top['d']}=1,{nested}=2"
+
+    done = run(
+        tmp_path, "--mode", "file", "--output-file", out,
+        "--db-path", tmp_path / "du.db", "--multi-paths", roots,
+    )
+
+    assert 0 == done.returncode, done.stderr
+    samples = parse(out.read_text(encoding="utf-8"))
+    walked = {
+        dict(labels)["path"]: v
+        for (name, labels), v in samples.items()
+        if name == "du_exporter_walked_root"
+    }
+    assert {str(top["a"]): 1, str(top["d"]): 1} == walked
+    sizes = {
+        dict(labels)["path"]: v
+        for (name, labels), v in samples.items()
+        if name == "node_disk_usage_bytes" and ("level", "0") in labels
+    }
+    assert du_bytes(nested) == sizes[str(nested)]
+    assert du_bytes(top["a"]) + du_bytes(top["d"]) == sum(
+        sizes[p] for p in walked
+    )
 
 
 @pytest.mark.slow
