@@ -450,6 +450,42 @@ def test_share_of_a_root_with_two_roots(setup: Setup) -> None:
     assert "many-to-many" in old["error"]
 
 
+def test_share_of_a_root_when_a_root_is_slash(tmp_path: Path) -> None:
+    """The README's query also pairs /usr with the root / (promtool)."""
+    promtool = _promtool()
+    sizes = {("/", "0"): 400, ("/usr", "1"): 100, ("/data", "0"): 50,
+             ("/data/x", "1"): 10}
+    series = [
+        {"series": f'node_disk_usage_bytes{{instance="fs1:9995", path="{p}", level="{lv}"}}',
+         "values": f"{v}x5"}
+        for (p, lv), v in sizes.items()
+    ]
+    # root="" for the children of /: an empty label is no label.
+    expected = [
+        {"labels": '{instance="fs1:9995", path="/usr", level="1"}', "value": 0.25},
+        {"labels": '{instance="fs1:9995", path="/data/x", level="1", root="/data"}',
+         "value": 0.2},
+    ]
+    tests = tmp_path / "share.test.yml"
+    tests.write_text(yaml.safe_dump({
+        "tests": [{
+            "interval": "1m",
+            "input_series": series,
+            "promql_expr_test": [{
+                "expr": readme_promql(SHARE), "eval_time": "2m",
+                "exp_samples": expected,
+            }],
+        }],
+    }), encoding="utf-8")
+
+    out = subprocess.run(
+        [promtool, "test", "rules", str(tests)],
+        capture_output=True, text=True, check=False, cwd=tmp_path,
+    )
+
+    assert 0 == out.returncode, out.stdout + out.stderr
+
+
 # --- the alert rules against the README's scrape configs
 
 RULES = REPO / "contrib" / "prometheus" / "du-exporter.rules.yml"
