@@ -655,6 +655,11 @@ def test_kubernetes_podmonitor() -> None:
     assert selector.items() <= pod["metadata"]["labels"].items()
     (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
     assert _container()["ports"][0]["name"] == endpoint["port"]
+    # The job the alert rules select, not the operator's namespace/name.
+    job = pod["metadata"]["labels"][monitor["spec"]["jobLabel"]]
+    rules = yaml.safe_load(RULES.read_text())
+    down = next(r for g in rules["groups"] for r in g["rules"] if r.get("alert") == "DuExporterDown")
+    assert f'job="{job}"' in down["expr"]
 
 
 def test_kubernetes_config_is_valid(tmp_path: Path) -> None:
