@@ -22,9 +22,10 @@ import yaml
 
 from du_exporter import __version__
 from du_exporter.config import BOOLEAN_KEYS, KEYS, Config, load
-from du_exporter.daemon import Daemon, run_once
+from du_exporter.daemon import Daemon
 from du_exporter.errors import DuExporterError
 from du_exporter.log import configure_logging
+from du_exporter.oneshot import run_once
 from du_exporter.ops import tools
 from du_exporter.store.reader import Reader
 

@@ -1,4 +1,4 @@
-"""Wiring: store, scan pool, collector and HTTP server; the scan schedule.
+"""Mode ``http``: store, scan pool, collector and HTTP server; the schedule.
 
 No parsing happens here: the CLI hands over a checked :class:`Config`
 and a function that re-reads it on SIGHUP.
@@ -12,15 +12,8 @@ import time
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TextIO
 
 import structlog
-
-from prometheus_client import (
-    CollectorRegistry,
-    PlatformCollector,
-    ProcessCollector,
-)
 
 from du_exporter.config import Config, format_address
 from du_exporter.errors import (
@@ -30,11 +23,13 @@ from du_exporter.errors import (
     StoreError,
 )
 from du_exporter.expose.exposition import Exposition
-from du_exporter.expose.families import HealthCollector, UsageCollector
-from du_exporter.expose.textfile import write_textfile
+from du_exporter.expose.families import (
+    HealthCollector,
+    UsageCollector,
+    make_registry,
+)
 from du_exporter.notify import notify, start_watchdog
 from du_exporter.paths import plan_walks, root_levels
-from du_exporter.progress import Progress
 from du_exporter.scan.pool import ScanPool
 from du_exporter.scan.runner import Writer
 from du_exporter.scan.status import ScanStatus
@@ -49,17 +44,6 @@ from du_exporter.web.webconfig import load as load_web_config
 log = structlog.get_logger("du_exporter")
 
 
-def make_registry(
-    collector: UsageCollector, *, process_metrics: bool
-) -> CollectorRegistry:
-    registry = CollectorRegistry()
-    registry.register(collector)
-    if process_metrics:
-        ProcessCollector(registry=registry)
-        PlatformCollector(registry=registry)
-    return registry
-
-
 def is_ready(config: Config, reader: Reader) -> bool:
     """Every walked root has a complete generation."""
     try:
@@ -67,27 +51,6 @@ def is_ready(config: Config, reader: Reader) -> bool:
     except StoreError:
         return False
     return all(w.top in gens for w in plan_walks(config.roots))
-
-
-def run_once(config: Config, progress: TextIO | None = None) -> int:
-    """Mode ``file``: scan every root, write the textfile, return the exit code."""
-    store = Store.open(config.db_path)
-    status = ScanStatus(list(root_levels(config.roots)))
-    try:
-        with ScanPool(config.max_procs, config.scan_priority) as pool:
-            writer = Writer(config, pool, store, status)
-            if progress is not None and progress.isatty():
-                with Progress(status, progress):
-                    ok = writer.scan_all(threading.Event())
-            else:
-                ok = writer.scan_all(threading.Event())
-        reader = Reader(config.db_path)
-        health = HealthCollector(reader, status, lambda: config)
-        write_textfile(config.output_file, reader, config, make_registry(health, process_metrics=False))
-    finally:
-        store.close()
-    log.info("textfile_written", path=str(config.output_file), complete=ok)
-    return 0 if ok else 1
 
 
 def _serving(config: Config) -> tuple[object, ...]:

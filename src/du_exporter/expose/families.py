@@ -16,6 +16,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import accumulate
 
+from prometheus_client import (
+    CollectorRegistry,
+    PlatformCollector,
+    ProcessCollector,
+)
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -107,6 +112,17 @@ class UsageCollector:
         )
         info.add_metric([__version__, platform.python_version()], 1)
         yield info
+
+
+def make_registry(
+    collector: UsageCollector, *, process_metrics: bool
+) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    registry.register(collector)
+    if process_metrics:
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+    return registry
 
 
 class HealthCollector(UsageCollector):
