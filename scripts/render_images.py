@@ -2,7 +2,7 @@
 """Render the README's screenshots of the usage browser with real scans.
 
 Builds a small demo tree, starts the real exporter on it, changes the
-tree and makes the exporter scan again (SIGHUP), so the growth since the
+tree and makes the exporter scan again (SIGUSR1), so the growth since the
 previous scan shows; then headless Chromium screenshots ``/browse`` of
 the root and the landing page into ``docs/images/``.
 
@@ -190,7 +190,7 @@ def main() -> None:
         time.sleep(1.1)  # the second scan finishes in another second
         change_tree(root)
         age_tree(root)
-        exp.proc.send_signal(signal.SIGHUP)  # re-read the config: rescan
+        exp.proc.send_signal(signal.SIGUSR1)  # scan now
         exp.wait("scan_completed", 2)
         query = urllib.parse.quote(str(root), safe="/")
         profile = DEMO / "chromium"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import threading
 import time
 
 from collections.abc import Callable
@@ -22,7 +21,7 @@ import yaml
 
 from du_exporter import __version__
 from du_exporter.config import BOOLEAN_KEYS, KEYS, Config, load
-from du_exporter.daemon import Daemon
+from du_exporter.daemon import Daemon, Requests
 from du_exporter.errors import DuExporterError
 from du_exporter.log import configure_logging
 from du_exporter.oneshot import run_once
@@ -141,11 +140,12 @@ def cli(ctx: click.Context, /, config_file: Path | None, **params: Any) -> None:
 
 
 def _serve(config: Config, reload_config: Callable[[], Config]) -> None:
-    stop, reload = threading.Event(), threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGHUP, lambda *_: reload.set())
-    Daemon(config, reload_config).run(stop, reload)
+    requests = Requests()
+    signal.signal(signal.SIGTERM, lambda *_: requests.ask(requests.stop))
+    signal.signal(signal.SIGINT, lambda *_: requests.ask(requests.stop))
+    signal.signal(signal.SIGHUP, lambda *_: requests.ask(requests.reload))
+    signal.signal(signal.SIGUSR1, lambda *_: requests.ask(requests.scan))
+    Daemon(config, reload_config).run(requests)
 
 
 @cli.command("check-config")

@@ -7,6 +7,7 @@ and a function that re-reads it on SIGHUP.
 from __future__ import annotations
 
 import dataclasses
+import os
 import threading
 import time
 
@@ -29,10 +30,11 @@ from du_exporter.expose.families import (
     make_registry,
 )
 from du_exporter.notify import notify, start_watchdog
-from du_exporter.paths import plan_walks, root_levels
+from du_exporter.paths import Walk, plan_walks, root_levels
 from du_exporter.scan.pool import ScanPool
 from du_exporter.scan.runner import Writer
 from du_exporter.scan.status import ScanStatus
+from du_exporter.scan.walker import engine_name
 from du_exporter.store.reader import Reader
 from du_exporter.store.writer import Store
 from du_exporter.web.browse import browse_page
@@ -67,6 +69,156 @@ def _replace_db_path(config: Config, db_path: Path) -> Config:
     return dataclasses.replace(config, db_path=db_path)
 
 
+#: The first retry of a failed scan; each next one waits twice as long.
+RETRY_FIRST_SECONDS = 60.0
+#: The longest wait between retries when scan-interval-minutes is 0.
+RETRY_MAX_SECONDS = 3600.0
+
+
+def retry_delay(failures: int, interval: float) -> float:
+    """After ``failures`` failed scans in a row: 1 min, 2, 4, … the interval."""
+    cap = interval if interval > 0 else RETRY_MAX_SECONDS
+    return min(RETRY_FIRST_SECONDS * 2.0 ** max(0, failures - 1), cap)
+
+
+def wall_time(due: float | None) -> str | None:
+    """A monotonic deadline as a UTC timestamp for the log."""
+    if due is None:
+        return None
+    at = time.time() + max(0.0, due - time.monotonic())
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
+
+
+def _scanned(config: Config) -> tuple[object, ...]:
+    """The settings that change every walk's result (levels are per walk)."""
+    return (
+        config.ignore_dirs,
+        config.one_file_system,
+        config.follow_symlinks,
+        config.owner_usage,
+    )
+
+
+def changed_walks(old: Config, new: Config) -> list[Walk]:
+    """The walks of ``new`` whose stored result ``old`` would not give.
+
+    Every walk when a setting of every walk changed; else the new walks
+    and those whose nested roots or levels changed.  Settings that only
+    change how stored rows are shown (size-mode, counts) or how fast a
+    scan runs (max-iops, scan-engine, max-procs) need no rescan.
+    """
+    walks = plan_walks(new.roots)
+    if _scanned(old) != _scanned(new):
+        return walks
+    before = set(plan_walks(old.roots))
+    return [w for w in walks if w not in before]
+
+
+class Schedule:
+    """When each walk is scanned next, on the monotonic clock.
+
+    A walk that succeeded is due ``interval`` seconds after its round
+    started (never again when the interval is 0); one that failed is
+    retried after :func:`retry_delay`; one that was cut short stays due.
+    """
+
+    def __init__(self, walks: list[Walk], now: float, interval: float) -> None:
+        self.interval = interval
+        self.due: dict[bytes, float | None] = {w.top: now for w in walks}
+        self.failures: dict[bytes, int] = {}
+        #: When the round of each walk's last success started.
+        self.succeeded: dict[bytes, float] = {}
+
+    def due_walks(self, walks: list[Walk], now: float) -> list[Walk]:
+        return [
+            w for w in walks if (d := self.due.get(w.top)) is not None and d <= now
+        ]
+
+    def next_due(self) -> float | None:
+        return min((d for d in self.due.values() if d is not None), default=None)
+
+    def _after_success(self, top: bytes) -> float | None:
+        return self.succeeded[top] + self.interval if self.interval > 0 else None
+
+    def done(self, top: bytes, *, ok: bool, started: float, now: float) -> None:
+        if top not in self.due:
+            return  # removed by a reload meanwhile
+        if ok:
+            self.failures.pop(top, None)
+            self.succeeded[top] = started
+            self.due[top] = self._after_success(top)
+        else:
+            self.failures[top] = self.failures.get(top, 0) + 1
+            self.due[top] = now + retry_delay(self.failures[top], self.interval)
+
+    def all_due(self, walks: list[Walk], now: float) -> None:
+        for w in walks:
+            self.due[w.top] = now
+
+    def keep(self, walks: list[Walk], interval: float) -> None:
+        """After a reload: forget removed walks, apply a new interval."""
+        tops = {w.top for w in walks}
+        for top in set(self.due) - tops:
+            del self.due[top]
+            self.failures.pop(top, None)
+            self.succeeded.pop(top, None)
+        if interval != self.interval:
+            self.interval = interval
+            for top in self.succeeded:
+                if top not in self.failures:
+                    self.due[top] = self._after_success(top)
+
+
+class _Round:
+    """One scan of some walks, in a thread of its own."""
+
+    def __init__(
+        self, walks: list[Walk], writer: Writer, wake: threading.Event
+    ) -> None:
+        self.walks = walks
+        self.writer = writer
+        self.wake = wake
+        self.started = time.monotonic()
+        self.cut = threading.Event()
+        self.results: dict[bytes, bool] = {}
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="scan", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            for walk in self.walks:
+                if self.cut.is_set():
+                    return
+                try:
+                    ok = self.writer.scan_walk(walk, self.cut)
+                except StoreError as e:  # disk full, database locked
+                    log.error("store_failed", error=str(e))
+                    ok = False
+                self.results[walk.top] = ok
+        except ScanAbortedError:
+            return
+        except BaseException as e:  # noqa: BLE001 - raised again by the daemon
+            self.error = e
+        finally:
+            self.wake.set()
+
+
+class Requests:
+    """What signals ask of the daemon; set from signal handlers."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.reload = threading.Event()
+        self.scan = threading.Event()
+        #: Set with each of the others, and when a scan round ends.
+        self.wake = threading.Event()
+
+    def ask(self, what: threading.Event) -> None:
+        what.set()
+        self.wake.set()
+
+
 class Daemon:
     """Mode ``http``: serve ``/metrics`` and scan every interval."""
 
@@ -81,6 +233,13 @@ class Daemon:
         self.server: ServerHandle | None = None
         self.pool: ScanPool | None = None
         self.exposition: Exposition | None = None
+        self.schedule = Schedule(
+            plan_walks(config.roots),
+            time.monotonic(),
+            config.scan_interval_minutes * 60,
+        )
+        self.round: _Round | None = None
+        self.wake = threading.Event()
 
     def _start_server(self) -> ServerHandle:
         collector = UsageCollector(self.reader, self.status, lambda: self.config)
@@ -115,19 +274,21 @@ class Daemon:
         log.info("listening", url=server.url, basic_auth=bool(web and web.users))
         return server
 
-    def run(self, stop: threading.Event, reload: threading.Event) -> None:
-        """Scan now and every interval until ``stop``; reload on ``reload``."""
+    def run(self, requests: Requests) -> None:
+        """Scan now and on schedule until asked to stop; serve meanwhile."""
         self.server = self._start_server()
         self._warm()  # a generation that survived a restart
         self.pool = ScanPool(self.config.max_procs, self.config.scan_priority)
         notify("READY=1")  # the database is open and the port is bound
         watchdog_stop = threading.Event()
         start_watchdog(self._healthy, watchdog_stop)
+        self.wake = requests.wake
         try:
-            self._loop(stop, reload)
+            self._loop(requests)
         finally:
             notify("STOPPING=1")
             watchdog_stop.set()
+            self._cut()
             self.pool.terminate()
             self.server.close()
             self.store.close()
@@ -151,34 +312,90 @@ class Daemon:
             and self.pool.alive()
         )
 
-    def _loop(self, stop: threading.Event, reload: threading.Event) -> None:
-        next_scan: float | None = time.monotonic()
-        while not stop.is_set():
-            if reload.is_set():
-                reload.clear()
+    def _loop(self, requests: Requests) -> None:
+        schedule = self.schedule
+        log.info(
+            "started",
+            roots=[r.path for r in self.config.roots],
+            engine=engine_name(self.config.scan_engine),
+            next_scan=wall_time(schedule.next_due()),
+        )
+        while not requests.stop.is_set():
+            requests.wake.clear()
+            if requests.reload.is_set():
+                requests.reload.clear()
                 notify("RELOADING=1")
                 self._reload()
                 notify("READY=1")
-                next_scan = time.monotonic()
-            if next_scan is not None and time.monotonic() >= next_scan:
-                interval = self.config.scan_interval_minutes * 60
-                # 0 means scan once, then only serve (until a reload).
-                next_scan = time.monotonic() + interval if interval else None
-                self._scan(stop)
-            wait = 1.0 if next_scan is None else next_scan - time.monotonic()
-            stop.wait(min(1.0, max(0.0, wait)))
+            if requests.scan.is_set():
+                requests.scan.clear()
+                self._scan_now()
+            self._reap()
+            if self.round is None:
+                self._start_round()
+            due = schedule.next_due()
+            wait = 60.0 if due is None else due - time.monotonic()
+            if self.round is not None:
+                wait = 60.0  # its end wakes us
+            requests.wake.wait(min(60.0, max(0.0, wait)))
 
-    def _scan(self, stop: threading.Event) -> None:
+    def _start_round(self) -> None:
+        """Scan the walks that are due, in the background."""
+        walks = self.schedule.due_walks(plan_walks(self.config.roots), time.monotonic())
+        if not walks:
+            return
+        self._fit_pool()
         assert self.pool is not None  # noqa: S101 - set by run()
         writer = Writer(
             self.config, self.pool, self.store, self.status, on_complete=self._warm
         )
-        try:
-            writer.scan_all(stop)
-        except ScanAbortedError:
+        self.round = _Round(walks, writer, self.wake)
+
+    def _reap(self) -> None:
+        """Take the results of a round that ended."""
+        rnd = self.round
+        if rnd is None or rnd.thread.is_alive():
             return
-        except StoreError as e:  # disk full, database locked: retry later
-            log.error("store_failed", error=str(e))
+        rnd.thread.join()
+        self.round = None
+        if rnd.error is not None:
+            raise rnd.error
+        now = time.monotonic()
+        for top, ok in rnd.results.items():
+            self.schedule.done(top, ok=ok, started=rnd.started, now=now)
+        failed = [t for t, ok in rnd.results.items() if not ok]
+        if failed:
+            retry = [d for t in failed if (d := self.schedule.due.get(t)) is not None]
+            log.info(
+                "scan_retry",
+                roots=[os.fsdecode(t) for t in failed],
+                next_scan=wall_time(min(retry, default=None)),
+            )
+
+    def _cut(self) -> None:
+        """Abandon the running round, if any, and wait for it to end."""
+        if self.round is not None:
+            self.round.cut.set()
+            self.round.thread.join()
+            self._reap()
+
+    def _scan_now(self) -> None:
+        """SIGUSR1: every root now, unless a scan runs."""
+        if self.round is not None:
+            log.info("scan_request_ignored", reason="a scan is running")
+            return
+        log.info("scan_requested")
+        self.schedule.all_due(plan_walks(self.config.roots), time.monotonic())
+
+    def _fit_pool(self) -> None:
+        """Between rounds: a pool of the configured size and priority."""
+        cfg = self.config
+        if self.pool is not None and (self.pool.procs, self.pool.priority) != (
+            cfg.max_procs,
+            cfg.scan_priority,
+        ):
+            self.pool.terminate()
+            self.pool = ScanPool(cfg.max_procs, cfg.scan_priority)
 
     def _restart_server(self) -> None:
         assert self.server is not None  # noqa: S101 - set by run()
@@ -206,10 +423,15 @@ class Daemon:
                 self.status.set_roots(list(root_levels(old.roots)))
                 self._restart_server()
                 return
-        if self.pool is not None and (new.max_procs, new.scan_priority) != (
-            old.max_procs,
-            old.scan_priority,
-        ):
-            self.pool.terminate()
-            self.pool = ScanPool(new.max_procs, new.scan_priority)
-        log.info("reloaded", config=new.summary())
+        changed = changed_walks(old, new)
+        if changed:
+            # What is scanned changed: the running round is abandoned;
+            # the changed roots are scanned now, the others as planned.
+            self._cut()
+        self.schedule.keep(plan_walks(new.roots), new.scan_interval_minutes * 60)
+        self.schedule.all_due(changed, time.monotonic())
+        log.info(
+            "reloaded",
+            rescan=[os.fsdecode(w.top) for w in changed],
+            config=new.summary(),
+        )

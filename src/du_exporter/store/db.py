@@ -18,7 +18,11 @@ def connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
                 uri, uri=True, isolation_level=None, check_same_thread=False
             )
         else:
-            conn = sqlite3.connect(path, isolation_level=None)
+            # The daemon opens its writer in the main thread and scans in
+            # another: one thread at a time, never two (daemon.py).
+            conn = sqlite3.connect(
+                path, isolation_level=None, check_same_thread=False
+            )
         conn.execute("PRAGMA busy_timeout = 10000")
     except sqlite3.Error as e:
         msg = f"db-path {str(path)!r}: cannot open the database: {e}"
