@@ -6,7 +6,10 @@ checked as a unit, since its first wait is a minute.
 
 from __future__ import annotations
 
+import json
 import signal
+import subprocess
+import sys
 
 from datetime import datetime
 from pathlib import Path
@@ -17,9 +20,9 @@ from du_exporter.config import Config, Root, build
 from du_exporter.daemon import Schedule, changed_walks, retry_delay
 from du_exporter.paths import plan_walks
 from du_exporter.scan.walker import engine_available
-from exporter import Exporter
+from exporter import Exporter, clean_env, descendants, wait_gone
 from helpers import du
-from test_faults import generations, make_tree, sizes
+from test_faults import generations, make_tree, sizes, units_written, until
 
 
 def config(**values: object) -> Config:
@@ -208,3 +211,41 @@ class TestStartAndRetry:
         at = datetime.fromisoformat(str(failed["timestamp"]))
         then = datetime.fromisoformat(str(retry["next_scan"]))
         assert 59 <= (then - at).total_seconds() <= 61
+
+
+class TestFileModeStop:
+    """Mode file stopped mid-scan: by the signal, cleanly, nothing written."""
+
+    @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
+    def test_stop_mid_scan(self, tmp_path: Path, sig: signal.Signals) -> None:
+        root = make_tree(tmp_path / "t", dirs=30)
+        out = tmp_path / "du.prom"
+        out.write_text("# the previous textfile\n")
+        db = tmp_path / "state" / "du.db"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "du_exporter", "--mode", "file",
+             "--analyzed-path", str(root), "--output-file", str(out),
+             "--db-path", str(db), "--log-format", "json", "--max-procs", "2",
+             *SLOW],
+            stderr=subprocess.PIPE, text=True, env=clean_env(tmp_path),
+            cwd=tmp_path,
+        )
+        assert proc.stderr is not None
+        first = proc.stderr.readline()
+        while '"scan_started"' not in first:
+            first = proc.stderr.readline()
+        until(lambda: units_written(db) > 5)
+        workers = descendants(proc.pid)
+        assert len(workers) >= 2
+        proc.send_signal(sig)
+        assert -sig == proc.wait(15)  # ended by the signal: 143 / 130 in a shell
+        stderr = first + proc.stderr.read()
+        proc.stderr.close()
+        assert [] == wait_gone(workers, timeout=3)
+        assert "Traceback" not in stderr
+        events = [json.loads(line)["event"] for line in stderr.splitlines()]
+        assert ["scan_started", "scan_aborted", "stopped"] == events
+        assert "# the previous textfile\n" == out.read_text()
+        assert ["du.prom"] == [p.name for p in tmp_path.glob("*.prom*")]
+        assert not Path(f"{db}-wal").exists(), "not closed cleanly"
+        assert [] == generations(db)  # no running scan left behind

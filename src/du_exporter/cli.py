@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 import time
 
 from collections.abc import Callable
@@ -17,12 +18,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+import structlog
 import yaml
 
 from du_exporter import __version__
 from du_exporter.config import BOOLEAN_KEYS, KEYS, Config, load
 from du_exporter.daemon import Daemon, Requests
-from du_exporter.errors import DuExporterError
+from du_exporter.errors import DuExporterError, ScanAbortedError
 from du_exporter.log import configure_logging
 from du_exporter.oneshot import run_once
 from du_exporter.ops import tools
@@ -30,6 +32,8 @@ from du_exporter.store.reader import Reader
 
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+log = structlog.get_logger("du_exporter")
 
 HELP = {
     "analyzed-path": "Root directory to scan [default: /].",
@@ -135,8 +139,32 @@ def cli(ctx: click.Context, /, config_file: Path | None, **params: Any) -> None:
     config = settings.load()
     configure_logging(config.log_level, config.log_format)
     if config.mode == "file":
-        ctx.exit(run_once(config, progress=sys.stderr))
+        ctx.exit(_run_once(config))
     _serve(config, settings.load)
+
+
+def _run_once(config: Config) -> int:
+    """Mode file; SIGTERM or SIGINT abandon the scan and end the process
+    by that signal (exit status 143 or 130), as an unhandled one would."""
+    stop, stopped_by = threading.Event(), []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stopped_by.append(signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        return run_once(config, progress=sys.stderr, stop=stop)
+    except ScanAbortedError:
+        if not stopped_by:
+            raise
+    log.info("stopped", signal=signal.Signals(stopped_by[0]).name)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    signal.signal(stopped_by[0], signal.SIG_DFL)
+    os.kill(os.getpid(), stopped_by[0])
+    return 128 + stopped_by[0]  # not reached: the signal ends the process
 
 
 def _serve(config: Config, reload_config: Callable[[], Config]) -> None:
