@@ -20,7 +20,7 @@ from du_exporter.config import Config, Root, build
 from du_exporter.daemon import Schedule, changed_walks, retry_delay
 from du_exporter.paths import plan_walks
 from du_exporter.scan.walker import engine_available
-from exporter import Exporter, clean_env, descendants, wait_gone
+from exporter import Exporter, clean_env, descendants, parse, run, wait_gone
 from helpers import du
 from test_faults import generations, make_tree, sizes, units_written, until
 
@@ -249,3 +249,19 @@ class TestFileModeStop:
         assert ["du.prom"] == [p.name for p in tmp_path.glob("*.prom*")]
         assert not Path(f"{db}-wal").exists(), "not closed cleanly"
         assert [] == generations(db)  # no running scan left behind
+
+
+class TestEngineLabel:
+    """``du_exporter_build_info`` says which scan engine runs."""
+
+    @pytest.mark.parametrize("engine", ["auto", "python"])
+    def test_textfile(self, tmp_path: Path, engine: str) -> None:
+        root = make_tree(tmp_path / "t", dirs=1)
+        out = tmp_path / "du.prom"
+        proc = run(tmp_path, "--mode", "file", "--analyzed-path", root,
+                   "--output-file", out, "--scan-engine", engine)
+        assert 0 == proc.returncode, proc.stderr
+        expected = "c" if engine == "auto" and engine_available("c") else "python"
+        labels = [dict(k[1]) for k in parse(out.read_text())
+                  if k[0] == "du_exporter_build_info"]
+        assert [expected] == [lbl["engine"] for lbl in labels]

@@ -33,6 +33,7 @@ from du_exporter import __version__
 from du_exporter.config import Config
 from du_exporter.paths import label_path, plan_walks, root_levels
 from du_exporter.scan.status import RESULTS, ScanStatus
+from du_exporter.scan.walker import engine_name
 from du_exporter.store.reader import Reader
 from du_exporter.store.rows import Snapshot
 
@@ -108,9 +109,10 @@ class UsageCollector:
         info = GaugeMetricFamily(
             "du_exporter_build_info",
             "Always 1; the labels say which du-exporter is running.",
-            labels=["version", "python_version"],
+            labels=["version", "python_version", "engine"],
         )
-        info.add_metric([__version__, platform.python_version()], 1)
+        engine = engine_name(cfg.scan_engine)
+        info.add_metric([__version__, platform.python_version(), engine], 1)
         yield info
 
 
