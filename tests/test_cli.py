@@ -446,12 +446,14 @@ class TestBadConfig:
         ids=command_id,
     )
     def test_usage_errors(self, tmp_path: Path, args: list[str]) -> None:
-        """Bad usage is exit 2 with click's message, never a traceback."""
+        """Bad usage is exit 2 with click's message on one line."""
         proc = run(tmp_path, *args)
 
         assert 2 == proc.returncode
         assert "Traceback" not in proc.stderr
-        assert "Error:" in proc.stderr
+        assert 1 == len(proc.stderr.splitlines()), proc.stderr
+        assert proc.stderr.startswith("du-exporter: error: ")
+        assert "--help" in proc.stderr
 
 
 @dataclass

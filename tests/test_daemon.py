@@ -265,3 +265,17 @@ class TestEngineLabel:
         labels = [dict(k[1]) for k in parse(out.read_text())
                   if k[0] == "du_exporter_build_info"]
         assert [expected] == [lbl["engine"] for lbl in labels]
+
+
+class TestNoTraceback:
+    """A worker that cannot start says so in one line."""
+
+    @pytest.mark.parametrize("args", [[], ["x"], ["999"]], ids=["none", "nan", "closed"])
+    def test_worker_cannot_start(self, args: list[str]) -> None:
+        proc = subprocess.run(
+            [sys.executable, "-m", "du_exporter.scan.worker", *args],
+            capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False,
+        )
+        assert 1 == proc.returncode
+        assert [proc.stderr.strip()] == proc.stderr.splitlines()
+        assert proc.stderr.startswith("du-exporter worker: cannot start: ")

@@ -320,14 +320,24 @@ def db_backup(
     click.echo(f"backed up {config.db_path} to {dest}")
 
 
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
 def main() -> None:
     """Console script entry point."""
     try:
         code = cli.main(prog_name="du-exporter", standalone_mode=False)
     except click.exceptions.Exit as e:
         code = e.exit_code
+    except click.UsageError as e:
+        # One line, like every other error: the message and where to look.
+        where = e.ctx.command_path if e.ctx is not None else "du-exporter"
+        msg = _one_line(e.format_message()).rstrip(".")
+        click.echo(f"du-exporter: error: {msg}; see '{where} --help'", err=True)
+        code = e.exit_code
     except click.ClickException as e:
-        e.show()
+        click.echo(f"du-exporter: error: {_one_line(e.format_message())}", err=True)
         code = e.exit_code
     except click.exceptions.Abort:
         code = 1

@@ -44,7 +44,12 @@ def write_frame(stream: IO[bytes], data: bytes) -> None:
 def main() -> None:
     # Ctrl-C reaches the whole process group: the parent decides.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    hunger = MappedHunger(int(sys.argv[1]))
+    try:
+        hunger = MappedHunger(int(sys.argv[1]))
+    except (IndexError, ValueError, OSError) as e:
+        # The parent sees the exit and fails the scan; one line, no traceback.
+        sys.stderr.write(f"du-exporter worker: cannot start: {e}\n")
+        sys.exit(1)
     if len(sys.argv) > 2:  # noqa: PLR2004 - the optional priority argument
         for problem in priority.apply(sys.argv[2]):
             # The parent forwards stderr to its log; keep scanning.
