@@ -597,9 +597,26 @@ class TestTop:
 
         assert scanned.top_json(sub) == scanned.top_json(sub + "/")
 
-    def test_subpath_outside_scan(self, scanned: Scanned) -> None:
-        """A path outside every root lists nothing (and is not an error)."""
-        assert [] == scanned.top_json("/nonexistent/elsewhere")
+    @pytest.mark.parametrize("command", ["top", "diff"])
+    @pytest.mark.parametrize("where", ["outside", "inside"])
+    def test_subpath_not_scanned(
+        self, tmp_path: Path, command: str, where: str
+    ) -> None:
+        """A path that is no directory of the scan: one line, exit 1."""
+        tree = make_tree(tmp_path / "Tree")
+        db = tmp_path / "du.db"
+        for _ in range(2):  # a diff needs two scans
+            scan = run(tmp_path, "--mode", "file", "--analyzed-path", tree,
+                       "--db-path", db, "--output-file", tmp_path / "o.prom")
+            assert 0 == scan.returncode, scan.stderr
+        path = "/nonexistent/elsewhere" if where == "outside" else str(
+            tree / "no-such-dir"
+        )
+        proc = run(tmp_path, command, path, "--db-path", db)
+        assert 1 == proc.returncode, proc.stderr
+        assert [proc.stderr.strip()] == proc.stderr.splitlines()
+        assert proc.stderr.startswith(f"du-exporter: error: {command}: ")
+        assert "" == proc.stdout
 
     def test_table(self, scanned: Scanned) -> None:
         """The table has a header and one line per row."""

@@ -78,6 +78,15 @@ def _under(path: bytes, top: bytes) -> bool:
 
 
 
+def _not_scanned(command: str, path: bytes, reader: Reader) -> DuExporterError:
+    msg = (
+        f"{command}: {label_path(path)!r} is not a directory of the last "
+        f"complete scan in {str(reader.path)!r} (outside every root, "
+        f"below dir-level, ignored or not there when it ran)"
+    )
+    return DuExporterError(msg)
+
+
 def top_rows(
     reader: Reader,
     config: Config,
@@ -95,6 +104,8 @@ def top_rows(
     if path is not None:
         want = _abspath(path)
         rows = [r for r in rows if _under(r.path, want)]
+        if not rows:
+            raise _not_scanned("top", want, reader)
     if stale_before is not None:
         rows = [r for r in rows if r.mtime < stale_before]
     size = partial(size_of, config.size_mode)
@@ -275,6 +286,8 @@ def diff(
             )
         )
         changes = heapq.nlargest(count, every, key=lambda c: abs(c.change))
+    if path is not None and not changes:
+        raise _not_scanned("diff", want, reader)
     return Diff(pairs, changes)
 
 
