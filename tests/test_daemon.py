@@ -279,3 +279,31 @@ class TestNoTraceback:
         assert 1 == proc.returncode
         assert [proc.stderr.strip()] == proc.stderr.splitlines()
         assert proc.stderr.startswith("du-exporter worker: cannot start: ")
+
+
+#: Run the CLI in-process and report, at exit, whether bcrypt was loaded.
+_IMPORTS = (
+    "import atexit, sys\n"
+    "atexit.register(lambda: print('bcrypt' in sys.modules, file=sys.stderr))\n"
+    "from du_exporter.cli import main\n"
+    "sys.argv = ['du-exporter', *sys.argv[1:]]\n"
+    "main()\n"
+)
+#: bcrypt of "secret", cost 4.
+_HASH = "$2b$04$Xtx1Mx7LQ3cB0hZqnh0L6e9m1QeT8Qm3m4y1S2uHEpOOj2rNl0yMu"
+
+
+class TestNoSideEffects:
+    """Commands that check a config with users never load bcrypt."""
+
+    @pytest.mark.parametrize("command", [["check-config"], ["db", "check"]])
+    def test_no_bcrypt(self, tmp_path: Path, command: list[str]) -> None:
+        proc = subprocess.run(
+            [sys.executable, "-c", _IMPORTS, *command,
+             "--basic-auth-users", f"alice={_HASH}",
+             "--db-path", str(tmp_path / "du.db")],
+            capture_output=True, text=True, env=clean_env(tmp_path),
+            cwd=tmp_path, check=False,
+        )
+        assert "Traceback" not in proc.stderr
+        assert "False" == proc.stderr.splitlines()[-1], proc.stderr

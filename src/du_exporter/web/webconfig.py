@@ -39,7 +39,6 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import bcrypt
 import yaml
 
 from du_exporter.errors import ConfigError
@@ -526,6 +525,8 @@ class BasicAuth:
         if self._dummy is None:
             cost = max((int(h[4:6]) for h in self._users.values()), default=10)
             password = secrets.token_urlsafe(16).encode()
+            import bcrypt  # noqa: PLC0415 - only a serving daemon checks passwords
+
             self._dummy = bcrypt.hashpw(password, bcrypt.gensalt(cost))
         return self._dummy
 
@@ -549,6 +550,8 @@ def _checkpw(password: bytes, hashed: bytes) -> bool:
     # bcrypt reads 72 bytes at most; Go's bcrypt (and htpasswd) silently
     # ignore the rest, while Python's bcrypt 5 raises: cut it here.
     try:
+        import bcrypt  # noqa: PLC0415 - only a serving daemon checks passwords
+
         return bcrypt.checkpw(password[:_BCRYPT_MAX], hashed)
     except ValueError:
         return False
