@@ -307,3 +307,47 @@ class TestNoSideEffects:
         )
         assert "Traceback" not in proc.stderr
         assert "False" == proc.stderr.splitlines()[-1], proc.stderr
+
+
+#: What Kubernetes sets in a pod for a Service named du-exporter.
+_SERVICE_LINKS = {
+    "DU_EXPORTER_SERVICE_HOST": "10.96.0.12",
+    "DU_EXPORTER_SERVICE_PORT": "9995",
+    "DU_EXPORTER_SERVICE_PORT_METRICS": "9995",
+    "DU_EXPORTER_PORT": "tcp://10.96.0.12:9995",
+    "DU_EXPORTER_PORT_9995_TCP": "tcp://10.96.0.12:9995",
+    "DU_EXPORTER_PORT_9995_TCP_PROTO": "tcp",
+    "DU_EXPORTER_PORT_9995_TCP_PORT": "9995",
+    "DU_EXPORTER_PORT_9995_TCP_ADDR": "10.96.0.12",
+}
+
+
+class TestServiceLinks:
+    """Kubernetes service-link variables are not config; typos still are."""
+
+    def test_ignored_with_a_debug_line(self, tmp_path: Path) -> None:
+        root = make_tree(tmp_path / "t", dirs=1)
+        env = {**clean_env(tmp_path), **_SERVICE_LINKS}
+        proc = subprocess.run(
+            [sys.executable, "-m", "du_exporter", "--mode", "file",
+             "--analyzed-path", str(root), "--output-file", "o.prom",
+             "--log-level", "debug", "--log-format", "json"],
+            capture_output=True, text=True, env=env, cwd=tmp_path, check=False,
+        )
+        assert 0 == proc.returncode, proc.stderr
+        events = [json.loads(line) for line in proc.stderr.splitlines()]
+        ignored = [e for e in events if e["event"] == "environment_ignored"]
+        assert [sorted(_SERVICE_LINKS)] == [e["variables"] for e in ignored]
+
+    @pytest.mark.parametrize("name", [
+        "DU_EXPORTER_PORTS", "DU_EXPORTER_SERVICE_HOSTS", "DU_EXPORTER_PORT_9995",
+        "DU_EXPORTER_DIR_LEVLE",
+    ])
+    def test_typos_still_fatal(self, tmp_path: Path, name: str) -> None:
+        env = {**clean_env(tmp_path), name: "1"}
+        proc = subprocess.run(
+            [sys.executable, "-m", "du_exporter", "check-config"],
+            capture_output=True, text=True, env=env, cwd=tmp_path, check=False,
+        )
+        assert 2 == proc.returncode
+        assert name in proc.stderr

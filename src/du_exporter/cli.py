@@ -22,7 +22,7 @@ import structlog
 import yaml
 
 from du_exporter import __version__
-from du_exporter.config import BOOLEAN_KEYS, KEYS, Config, load
+from du_exporter.config import BOOLEAN_KEYS, KEYS, Config, load, service_links
 from du_exporter.daemon import Daemon, Requests
 from du_exporter.errors import DuExporterError, ScanAbortedError
 from du_exporter.log import configure_logging
@@ -138,6 +138,9 @@ def cli(ctx: click.Context, /, config_file: Path | None, **params: Any) -> None:
         return
     config = settings.load()
     configure_logging(config.log_level, config.log_format)
+    if links := service_links(os.environ):
+        log.debug("environment_ignored", variables=links,
+                  reason="Kubernetes service links, not config keys")
     if config.mode == "file":
         ctx.exit(_run_once(config))
     _serve(config, settings.load)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import os
 import posixpath
+import re
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
@@ -372,12 +373,27 @@ def read_file(path: Path) -> dict[str, object]:
     return {_check_key(k, str(path)): v for k, v in data.items()}
 
 
+#: What Kubernetes injects for a Service named du-exporter (docker links
+#: too): ``DU_EXPORTER_SERVICE_HOST``, ``DU_EXPORTER_PORT_9995_TCP_ADDR``…
+_SERVICE_LINK = re.compile(
+    ENV_PREFIX + r"(SERVICE_HOST|SERVICE_PORT(_\w+)?|PORT"
+    r"|PORT_\d+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?)"
+)
+
+
+def service_links(environ: Mapping[str, str]) -> list[str]:
+    """The service-link variables in ``environ``: not config, ignored."""
+    return sorted(n for n in environ if _SERVICE_LINK.fullmatch(n))
+
+
 def read_environ(environ: Mapping[str, str]) -> dict[str, object]:
     """``DU_EXPORTER_<KEY>`` variables (``DU_EXPORTER_CONFIG`` excluded)."""
     by_env = {ENV_PREFIX + k.upper().replace("-", "_"): k for k in KEYS}
     out: dict[str, object] = {}
     for name, value in environ.items():
         if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG":
+            continue
+        if name not in by_env and _SERVICE_LINK.fullmatch(name):
             continue
         if name not in by_env:
             guess = name.removeprefix(ENV_PREFIX).lower().replace("_", "-")
