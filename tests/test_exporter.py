@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from du_exporter.scan.walker import engine_available
+from du_exporter.scan.walker import engine_name
 from exporter import Exporter, clean_env, parse, value
 from helpers import du, write
 
@@ -48,7 +48,7 @@ class TestHttpMode:
             files = value(samples, "node_disk_usage_file_count", path=str(root), level="0")
             assert 4 == files
             assert 1 == value(samples, "du_exporter_scans_total", path=str(root), result="success")
-            engine = "c" if engine_available("c") else "python"
+            engine = engine_name("auto")
             assert 1 == value(samples, "du_exporter_build_info", version=value_of_version(samples), python_version=sys.version.split()[0], engine=engine)
 
     def test_deleted_directory_disappears(self, tmp_path):
