@@ -31,21 +31,39 @@
 # --- build: wheel of this project + dependencies into a venv ---------------
 # bookworm (glibc 2.36): the scandir-rs wheels need glibc >= 2.34, so no
 # Rust toolchain is needed.  Keep both stages on the same image so the
-# venv's interpreter path stays valid.
-FROM python:3.11-slim-bookworm AS builder
+# venv's interpreter path stays valid.  BASE_IMAGE is any Debian bookworm
+# image whose `python` is 3.11 (with venv); CI passes one built from
+# Debian's packages, because it reaches no container registry.
+ARG BASE_IMAGE=python:3.11-slim-bookworm
+FROM ${BASE_IMAGE} AS builder
 
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
 
+# gcc and the C library headers build the C reader (scan-engine c).  The
+# python images carry Python.h; an image without it gets python3-dev.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && if ! python -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'; then \
+        apt-get install -y --no-install-recommends python3-dev; \
+    fi \
+    && rm -rf /var/lib/apt/lists/*
+
 RUN python -m venv /opt/venv
 
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md LICENSE ./
 COPY src ./src
-RUN /opt/venv/bin/pip install --no-cache-dir .
+# setup.py builds the C reader as optional (a host without a compiler
+# still installs): here it is required, so a C reader that did not build
+# or does not load fails the image build.
+WORKDIR /
+RUN /opt/venv/bin/pip install --no-cache-dir /src \
+    && /opt/venv/bin/python -c "import du_exporter._fastscan"
 
 # --- runtime ---------------------------------------------------------------
-FROM python:3.11-slim-bookworm
+FROM ${BASE_IMAGE}
 
 LABEL org.opencontainers.image.title="du-exporter" \
       org.opencontainers.image.description="Prometheus exporter for exact per-directory disk usage, served from SQLite" \
