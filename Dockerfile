@@ -60,7 +60,7 @@ COPY src ./src
 # or does not load fails the image build.
 WORKDIR /
 RUN /opt/venv/bin/pip install --no-cache-dir /src \
-    && /opt/venv/bin/python -c "import du_exporter._fastscan"
+    && /opt/venv/bin/python -c "import du_exporter.scan._fastscan"
 
 # --- runtime ---------------------------------------------------------------
 FROM ${BASE_IMAGE}

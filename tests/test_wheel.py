@@ -26,8 +26,8 @@ from exporter import clean_env, parse
 
 REPO = Path(__file__).resolve().parent.parent
 VERSION = "0.2.0"
-# The compiled C reader, wherever in the package it lives.
-C_READER = re.compile(r"^du_exporter/(.+/)?_fastscan\.cpython-[^/]+\.so$")
+# The compiled C reader (du_exporter.scan._fastscan).
+C_READER = re.compile(r"^du_exporter/scan/_fastscan\.cpython-[^/]+\.so$")
 
 
 @pytest.fixture(scope="module")
