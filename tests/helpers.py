@@ -7,14 +7,17 @@ import os
 import subprocess
 import threading
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from prometheus_client import CollectorRegistry
+
 from du_exporter import config as config_mod
 from du_exporter.config import Config
+from du_exporter.expose.exposition import Exposition
 from du_exporter.scan.pool import ScanPool
 from du_exporter.scan.runner import Writer
 from du_exporter.scan.status import ScanStatus
@@ -23,6 +26,7 @@ from du_exporter.store import reader as reader_mod
 from du_exporter.store.reader import Reader
 from du_exporter.store.rows import DirRow
 from du_exporter.store.writer import Store
+from du_exporter.web.server import Body
 
 
 def trace_sql(monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -118,3 +122,21 @@ def immutable(path: Path) -> Iterator[None]:
         yield
     finally:
         subprocess.run(["chattr", "-i", os.fsencode(path)], check=True)
+
+
+def metrics_render(
+    tmp_path: Path, fresh: CollectorRegistry
+) -> Callable[[str, bool], tuple[Body, str, bool]]:
+    """What the daemon serves at /metrics: an :class:`Exposition` of a
+    real (empty) store, with *fresh* as its self metrics."""
+    root = tmp_path / "metrics-root"
+    root.mkdir(exist_ok=True)
+    db = tmp_path / "metrics-state" / "du.db"
+    cfg = config_mod.build(
+        {},
+        {},
+        {"analyzed-path": str(root), "db-path": str(db)},
+        {"HOME": str(tmp_path)},
+    )
+    Store.open(db).close()
+    return Exposition(Reader(db), lambda: cfg, fresh).render

@@ -30,7 +30,6 @@ import pytest
 
 from hypothesis import given
 from hypothesis import strategies as st
-from prometheus_client import CollectorRegistry
 
 from du_exporter.config import Config
 from du_exporter.errors import NotFound
@@ -40,7 +39,7 @@ from du_exporter.store.reader import Reader
 from du_exporter.store.rows import UnitRow
 from du_exporter.store.writer import Store
 from du_exporter.web.browse import MAX_ROWS, browse_page, query_path
-from du_exporter.web.server import Pages, ServerHandle, start_server
+from du_exporter.web.server import Body, Pages, ServerHandle, start_server
 from exporter import Exporter
 from helpers import Scanner, du, trace_sql, write
 
@@ -54,6 +53,12 @@ needs_chromium = pytest.mark.skipif(
 # --- parsing the page ------------------------------------------------------
 
 _VOID = frozenset({"meta", "br", "img", "input", "link", "hr", "wbr"})
+
+
+@dataclass
+def _no_metrics(_accept: str, _gzip: bool) -> tuple[Body, str, bool]:
+    """These servers are about /browse; /metrics is not asked for."""
+    return Body(0, ()), "text/plain", False
 
 
 @dataclass
@@ -252,7 +257,7 @@ def _serve(scanner_auto: Scanner) -> Iterator[Serve]:
         config = scanner_auto.config(**values)
         reader = Reader(config.db_path)
         pages = Pages(
-            registry=CollectorRegistry(),
+            render=_no_metrics,
             landing=lambda: "",
             ready=lambda: True,
             browse=lambda query: browse_page(config, reader, query),
@@ -516,7 +521,7 @@ class TestHostileNames:
         page = s.page(browse_url(fs(root)) + "//big/")
         assert ("big", browse_url(fs(root / "big")), True) == page.crumbs[-1]
         assert ["a", "b"] == [r.name for r in page.rows if r.href]
-        handle = start_server(Pages(CollectorRegistry(), lambda: "", lambda: True))
+        handle = start_server(Pages(_no_metrics, lambda: "", lambda: True))
         try:
             assert 404 == get(handle.url, "browse")[0]
         finally:
@@ -610,7 +615,7 @@ class TestSpeed:
             assert 1 == trace.count("BEGIN"), name  # one read transaction
             self._check_plans(db, trace)
         handle = start_server(Pages(
-            CollectorRegistry(), lambda: "", lambda: True,
+            _no_metrics, lambda: "", lambda: True,
             browse=lambda q: browse_page(config, Reader(db), q),
         ))
         try:

@@ -9,6 +9,7 @@ import threading
 import time
 
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 import pytest
 import structlog
@@ -18,6 +19,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from du_exporter.web.server import Pages, ServerHandle, start_server
+from helpers import metrics_render
 
 
 LANDING = "<!DOCTYPE html><title>du-exporter</title><a href='/metrics'>m</a>"
@@ -89,9 +91,13 @@ def _ready() -> threading.Event:
 
 
 @pytest.fixture(name="pages")
-def _pages(registry: CollectorRegistry, ready: threading.Event) -> Pages:
+def _pages(
+    registry: CollectorRegistry, ready: threading.Event, tmp_path: Path
+) -> Pages:
     return Pages(
-        registry=registry, landing=lambda: LANDING, ready=ready.is_set
+        render=metrics_render(tmp_path, registry),
+        landing=lambda: LANDING,
+        ready=ready.is_set,
     )
 
 
@@ -128,12 +134,16 @@ class TestMetrics:
         assert 42.0 == gauge_value(resp.body.decode())
 
     def test_reads_registry_on_each_scrape(
-        self, ready: threading.Event
+        self, ready: threading.Event, tmp_path: Path
     ) -> None:
         """A scrape sees the registry's current values, nothing cached."""
         registry = CollectorRegistry()
         gauge = Gauge("du_test_value", "A test gauge.", registry=registry)
-        pages = Pages(registry, landing=lambda: LANDING, ready=ready.is_set)
+        pages = Pages(
+            metrics_render(tmp_path, registry),
+            landing=lambda: LANDING,
+            ready=ready.is_set,
+        )
 
         with serving(pages) as handle:
             first = gauge_value(fetch(handle, "/metrics").body.decode())
@@ -181,11 +191,15 @@ class TestMetrics:
         assert 42.0 == gauge_value(resp.body.decode())
 
     def test_failing_collector_is_500(
-        self, registry: CollectorRegistry, ready: threading.Event
+        self, registry: CollectorRegistry, ready: threading.Event, tmp_path: Path
     ) -> None:
         """A collector that raises gives a one-line 500, logged, no trace."""
         registry.register(BrokenCollector())
-        pages = Pages(registry, landing=lambda: LANDING, ready=ready.is_set)
+        pages = Pages(
+            metrics_render(tmp_path, registry),
+            landing=lambda: LANDING,
+            ready=ready.is_set,
+        )
 
         with (
             serving(pages) as handle,
@@ -295,14 +309,48 @@ class TestConcurrency:
             with socket.create_connection(addr, 5) as sock:
                 assert b"" == sock.recv(1024)
 
-    def test_busy_server_answers_503(self, pages: Pages) -> None:
-        """Beyond max_threads connections the server answers 503 at once."""
+    def test_busy_server_answers_503(self, tmp_path: Path) -> None:
+        """Beyond max_threads pages in flight the server answers 503 at
+        once; the health checks need no slot and still answer."""
+        release = threading.Event()
+        entered = threading.Event()
+
+        def landing() -> str:
+            entered.set()
+            release.wait(10)
+            return LANDING
+
+        pages = Pages(
+            metrics_render(tmp_path, CollectorRegistry()), landing, lambda: True
+        )
         with serving(pages, max_threads=1) as handle:
-            addr = (handle.host, handle.port)
-            with socket.create_connection(addr, 5):
+            holder = threading.Thread(target=fetch, args=(handle, "/"))
+            holder.start()
+            try:
+                assert entered.wait(5)
                 reply = raw_exchange(handle, b"GET /metrics HTTP/1.0\r\n\r\n")
-            # The handler thread notices the close and frees its slot.
+                healthy = fetch(handle, "/-/healthy").status
+                ready = fetch(handle, "/-/ready").status
+            finally:
+                release.set()
+                holder.join()
+            recovered = poll_status(handle, "/metrics", 200)
+
+        assert reply.startswith(b"HTTP/1.0 503")
+        assert (200, 200) == (healthy, ready)
+        assert recovered
+
+    def test_too_many_connections_answers_503(self, pages: Pages) -> None:
+        """Beyond max_connections open connections a new one gets 503."""
+        handle = start_server(pages, max_connections=1)
+        try:
+            addr = (handle.host, handle.port)
+            # The loop accepts in order: the held one is counted first.
+            with socket.create_connection(addr, 5):
+                reply = raw_exchange(handle, b"GET /-/healthy HTTP/1.0\r\n\r\n")
             recovered = poll_status(handle, "/-/healthy", 200)
+        finally:
+            handle.close()
 
         assert reply.startswith(b"HTTP/1.0 503")
         assert recovered

@@ -39,9 +39,11 @@ from prometheus_client import CollectorRegistry, Gauge
 from du_exporter import config as config_mod
 from du_exporter.errors import ConfigError
 from du_exporter.web import webconfig as web_config
+from du_exporter.web.auth import BasicAuth
 from du_exporter.web.server import Pages, ServerHandle, start_server
-from du_exporter.web.webconfig import BasicAuth, WebConfig
+from du_exporter.web.webconfig import WebConfig
 from exporter import Exporter, clean_env
+from helpers import metrics_render
 
 
 # --- certificates
@@ -278,10 +280,14 @@ def raw_exchange(handle: ServerHandle, request: bytes) -> bytes:
 
 
 @pytest.fixture(name="pages")
-def _pages() -> Pages:
+def _pages(tmp_path: Path) -> Pages:
     registry = CollectorRegistry()
     Gauge("du_test_value", "A test gauge.", registry=registry).set(42)
-    return Pages(registry, landing=lambda: "<p>landing</p>", ready=lambda: True)
+    return Pages(
+        metrics_render(tmp_path, registry),
+        landing=lambda: "<p>landing</p>",
+        ready=lambda: True,
+    )
 
 
 Serve = Callable[..., ServerHandle]
@@ -385,8 +391,8 @@ class TestTLS:
             assert b"" == sock.recv(1024)
 
     def test_busy_tls_server_closes(self, pki: Pki, serve: Serve) -> None:
-        """Beyond max_threads a TLS connection is closed, not blocked on."""
-        handle = serve(load(pki.web(TLS)), max_threads=1)
+        """Beyond max_connections a TLS connection is closed, not blocked on."""
+        handle = serve(load(pki.web(TLS)), max_connections=1)
 
         with (
             socket.create_connection((handle.host, handle.port), 5),
@@ -677,22 +683,13 @@ class TestHeaders:
         assert "nosniff" == resp.headers["X-Content-Type-Options"]
 
     def test_on_malformed_request_and_busy(self, pki: Pki, serve: Serve) -> None:
-        """The base class's error pages and the busy 503 carry them too."""
-        handle = serve(load(pki.web(ALL_HEADERS)), max_threads=1)
+        """Error answers and the busy 503 carry them too."""
+        handle = serve(load(pki.web(ALL_HEADERS)), max_connections=1)
         too_many = b"GET / HTTP/1.0\r\n" + b"X: y\r\n" * 101 + b"\r\n"
         bad = raw_exchange(handle, too_many)
-        # The held connection takes the only slot -- once the thread that
-        # answered ``bad`` has given it back, which on a loaded machine can
-        # come after the client read the answer (then the held connection
-        # is itself refused): hold again until it is the one served.
-        deadline = time.monotonic() + 5
-        while True:
-            with socket.create_connection((handle.host, handle.port), 5):
-                time.sleep(0.05)
-                busy = raw_exchange(handle, b"GET / HTTP/1.0\r\n\r\n")
-            if busy.startswith(b"HTTP/1.0 503") or time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
+        # The loop accepts in order: the held connection is counted first.
+        with socket.create_connection((handle.host, handle.port), 5):
+            busy = raw_exchange(handle, b"GET / HTTP/1.0\r\n\r\n")
 
         assert bad.startswith(b"HTTP/1.0 431")
         assert busy.startswith(b"HTTP/1.0 503")

@@ -20,7 +20,6 @@ from typing import Any
 import yaml
 
 from du_exporter.errors import ConfigError
-from du_exporter.scan.walker import ENGINES, engine_available
 from du_exporter.web import webconfig as web_config
 
 
@@ -235,6 +234,10 @@ def _as_path(value: object, key: str) -> Path:
 
 
 def _as_engine(value: object, key: str) -> str:
+    # Imported here: the web server reads Config and must not load the
+    # scan machinery (walker, C engine) for it.
+    from du_exporter.scan.walker import ENGINES, engine_available  # noqa: PLC0415
+
     engine = _choice(*ENGINES)(value, key)
     if not engine_available(engine):
         missing = "scandir-rs is not installed" if engine == "scandir-rs" \

@@ -242,7 +242,6 @@ class Daemon:
         self.wake = threading.Event()
 
     def _start_server(self) -> ServerHandle:
-        collector = UsageCollector(self.reader, self.status, lambda: self.config)
         health = HealthCollector(self.reader, self.status, lambda: self.config)
         exposition = self.exposition = Exposition(
             self.reader,
@@ -253,10 +252,9 @@ class Daemon:
             fresh_key=self.status.version,
         )
         pages = Pages(
-            registry=make_registry(collector, process_metrics=True),
+            render=exposition.render,
             landing=lambda: landing_page(self.config, self.reader, self.status),
             ready=lambda: is_ready(self.config, self.reader),
-            render=exposition.render,
             browse=lambda query: browse_page(self.config, self.reader, query),
         )
         cfg = self.config
@@ -265,7 +263,7 @@ class Daemon:
         web = load_web_config(cfg.web_config_file, cfg.basic_auth_users)
         try:
             server = start_server(
-                pages, cfg.bind_host, cfg.bind_port, web=web, max_threads=128
+                pages, cfg.bind_host, cfg.bind_port, web=web
             )
         except OSError as e:
             addr = format_address(cfg.bind_host, cfg.bind_port)

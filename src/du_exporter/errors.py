@@ -40,3 +40,11 @@ class ScanAbortedError(DuExporterError):
 
 class NotFound(DuExporterError):  # noqa: N818 - the HTTP status it maps to
     """A path that is not a directory of the last complete scan (HTTP 404)."""
+
+
+class BadRequestError(DuExporterError):
+    """A client's request head cannot be served; ``status`` is the answer."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status

@@ -1,50 +1,54 @@
 """The HTTP layer: ``/metrics``, the landing page, ``/browse``, health checks.
 
-:func:`start_server` runs a :class:`~http.server.ThreadingHTTPServer` in a
-background thread and returns a :class:`ServerHandle`.  Every page is
-computed on request from :class:`Pages`, so this module holds no state
-of its own and knows nothing about scans or the store.
+:func:`start_server` runs an :mod:`asyncio` loop in a background thread
+and returns a :class:`ServerHandle`.  Every page is computed on request
+from :class:`Pages`, so this module holds no state of its own and knows
+nothing about scans or the store.
 
-A slow or stalled client cannot starve the others: each connection gets a
-socket timeout, and at most ``max_threads`` connections are served at
-once; beyond that the server answers 503 at once and closes (over TLS it
-just closes: a handshake on the accept loop could block it).
+Hostile or slow clients cost bounded memory and cannot starve the rest:
 
-With a :class:`~du_exporter.web_config.WebConfig` the listening socket
-is wrapped in its TLS context, and each connection's handshake runs in
-the connection's own thread, under the same timeout.  Basic auth guards
-every path but the two health checks, and the configured headers go on
-every response.
+* the loop reads every request head itself, so a connection that sends
+  slowly holds no thread -- only its buffer, at most ``max_head`` bytes
+  (431 beyond), and only until ``request_timeout`` (TLS handshake and
+  head together, like Go's ``ReadHeaderTimeout``);
+* at most ``max_connections`` connections are open at once; beyond
+  that a new one gets 503 (over TLS it is just closed);
+* ``/-/healthy`` and ``/-/ready`` are answered without a slot;
+* every other page needs basic auth first (bcrypt on a small pool,
+  :class:`~du_exporter.web.auth.BasicAuth`), then one of ``max_threads``
+  render slots, waiting for one at most ``queue_timeout`` seconds (a
+  waiting request holds no thread), else 503;
+* one request per connection (HTTP/1.0 style), so nothing idles.
+
+Failures of single connections (resets, handshakes) log one line,
+at most one per :data:`LOG_EVERY` seconds and kind, with the count of
+the lines left out.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import gzip
-import socket
-import socketserver
+import http.client
+import io
+import re
 import ssl
 import threading
+import time
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from email.message import Message
+from email.utils import formatdate
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 from urllib.parse import urlsplit
 
 import structlog
 
-from prometheus_client.exposition import (
-    CONTENT_TYPE_PLAIN_0_0_4,
-    choose_encoder,
-    generate_latest,
-)
-from prometheus_client.registry import CollectorRegistry
-
-from du_exporter.errors import NotFound
-from du_exporter.web.webconfig import BasicAuth, WebConfig
+from du_exporter.errors import BadRequestError, NotFound
+from du_exporter.web.auth import BasicAuth
+from du_exporter.web.webconfig import WebConfig
 
 
 _TEXT = "text/plain; charset=utf-8"
@@ -53,24 +57,27 @@ _ALLOWED = "GET, HEAD"
 # Load balancers and orchestrators probe these without credentials.
 _OPEN_ROUTES = frozenset({"/-/healthy", "/-/ready"})
 _REALM = 'Basic realm="du-exporter"'
-
-
-def _busy_reply(headers: tuple[tuple[str, str], ...]) -> bytes:
-    lines = [
-        "HTTP/1.0 503 Service Unavailable",
-        "Content-Type: text/plain; charset=utf-8",
-        "Content-Length: 5",
-        "Connection: close",
-        *(f"{name}: {value}" for name, value in headers),
-    ]
-    return ("\r\n".join(lines) + "\r\n\r\nBusy\n").encode("latin-1")
+_SERVER = "du-exporter"
+#: Default cap on the request line and headers together.
+MAX_HEAD = 64 * 1024
+#: Default for open connections: each may buffer up to MAX_HEAD.
+MAX_CONNECTIONS = 256
+#: Seconds between two log lines of the same connection failure kind.
+LOG_EVERY = 10.0
+# The empty line that ends a head (bare LF accepted, as http.server does).
+_HEAD_END = re.compile(rb"\r?\n\r?\n")
+# After an error answer, read what the client still sends for this long
+# (bounded), so the kernel does not reset the connection under the answer.
+_LINGER = 0.5
+_LINGER_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True)
 class Body:
     """A body sent piece by piece, ``length`` bytes in all: a large
-    cached body goes out as stored, without a copy, and the GIL is
-    released while the socket takes it."""
+    cached body goes out as stored, without a copy.  The pieces are
+    produced on a render thread (they may decompress), one at a time as
+    the socket takes them."""
 
     length: int
     pieces: Iterable[bytes]
@@ -80,19 +87,17 @@ class Body:
 class Pages:
     """What the server shows; each callable runs on every request."""
 
-    #: Rendered by ``/metrics``.
-    registry: CollectorRegistry
+    #: Renders ``/metrics``: given the Accept header and whether gzip is
+    #: accepted, it returns the body, its content type and whether the
+    #: body is gzipped.
+    render: Callable[[str, bool], tuple[Body, str, bool]]
     #: The full, already escaped HTML page served at ``/``.
     landing: Callable[[], str]
     #: ``/-/ready`` answers 200 when this returns True, else 503.
     ready: Callable[[], bool]
-    #: If set, renders ``/metrics`` instead of ``registry``: given the
-    #: Accept header and whether gzip is accepted, it returns the body,
-    #: its content type and whether the body is gzipped (a cache).
-    render: Callable[[str, bool], tuple[Body, str, bool]] | None = None
     #: If set, serves ``/browse``: given the raw query string, it returns
     #: the full, already escaped HTML page, or raises
-    #: :class:`~du_exporter.browse.NotFound` (answered 404).
+    #: :class:`~du_exporter.errors.NotFound` (answered 404).
     browse: Callable[[str], str] | None = None
 
 
@@ -108,30 +113,29 @@ def _text(status: HTTPStatus, body: str) -> _Response:
     return _Response(status, body.encode())
 
 
-def _gzip_accepted(accept_encoding: str) -> bool:
-    codings = (part.split(";")[0] for part in accept_encoding.split(","))
-    return any(coding.strip().lower() == "gzip" for coding in codings)
+def gzip_accepted(accept_encoding: str) -> bool:
+    """Whether ``Accept-Encoding`` allows gzip (``gzip;q=0`` refuses it)."""
+    for part in accept_encoding.split(","):
+        coding, *params = (p.strip() for p in part.split(";"))
+        if coding.lower() not in {"gzip", "*"}:
+            continue
+        quality = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        return quality > 0
+    return False
 
 
 def _metrics(pages: Pages, headers: Message) -> _Response:
-    gzip_ok = _gzip_accepted(headers.get("Accept-Encoding", ""))
+    gzip_ok = gzip_accepted(headers.get("Accept-Encoding", ""))
     extra = [("Vary", "Accept, Accept-Encoding")]
-    if pages.render is not None:
-        cached, content_type, gzipped = pages.render(
-            headers.get("Accept", ""), gzip_ok
-        )
-        if gzipped:
-            extra.append(("Content-Encoding", "gzip"))
-        return _Response(HTTPStatus.OK, cached, content_type, tuple(extra))
-    try:
-        encoder, content_type = choose_encoder(headers.get("Accept", ""))
-    except (TypeError, ValueError):
-        # prometheus_client cannot compare a malformed "version=": serve
-        # the classic text format, as for an Accept header it doesn't know.
-        encoder, content_type = generate_latest, CONTENT_TYPE_PLAIN_0_0_4
-    body = encoder(pages.registry)
-    if gzip_ok:
-        body = gzip.compress(body)
+    body, content_type, gzipped = pages.render(headers.get("Accept", ""), gzip_ok)
+    if gzipped:
         extra.append(("Content-Encoding", "gzip"))
     return _Response(HTTPStatus.OK, body, content_type, tuple(extra))
 
@@ -150,16 +154,18 @@ def _browse(pages: Pages, query: str) -> _Response:
     return _Response(HTTPStatus.OK, page.encode(), _HTML)
 
 
-def _healthy(_pages: Pages, _headers: Message) -> _Response:
-    return _text(HTTPStatus.OK, "OK")
-
-
-def _ready(pages: Pages, _headers: Message) -> _Response:
-    if pages.ready():
+def _ready(pages: Pages) -> _Response:
+    try:
+        ready = pages.ready()
+    except Exception:  # noqa: BLE001 - HTTP boundary: logged, answered 503
+        structlog.get_logger().exception("http_page_failed", path="/-/ready")
+        ready = False
+    if ready:
         return _text(HTTPStatus.OK, "OK")
     return _text(HTTPStatus.SERVICE_UNAVAILABLE, "Not Ready")
 
 
+_HEALTHY = _text(HTTPStatus.OK, "OK")
 _NOT_ALLOWED = _Response(
     HTTPStatus.METHOD_NOT_ALLOWED,
     b"Method Not Allowed",
@@ -170,17 +176,20 @@ _UNAUTHORIZED = _Response(
     b"Unauthorized",
     headers=(("WWW-Authenticate", _REALM),),
 )
+_BUSY = _text(HTTPStatus.SERVICE_UNAVAILABLE, "Busy\n")
+_TOO_LARGE_ARGS = (
+    HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,
+    HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE.phrase,
+)
 _ROUTES: dict[str, Callable[[Pages, Message], _Response]] = {
     "/metrics": _metrics,
     "/": _landing,
-    "/-/healthy": _healthy,
-    "/-/ready": _ready,
 }
 
 
-def _render_page(pages: Pages, path: str, headers: Message) -> _Response:
-    """Answer a GET of *path*; only ``/browse`` reads the query string."""
-    split = urlsplit(path)
+def _render_page(pages: Pages, target: str, headers: Message) -> _Response:
+    """Answer a GET of *target*; only ``/browse`` reads the query string."""
+    split = urlsplit(target)
     route = split.path
     page = _ROUTES.get(route)
     if page is None and route != "/browse":
@@ -197,172 +206,309 @@ def _render_page(pages: Pages, path: str, headers: Message) -> _Response:
         )
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    _handshake_failed = False
-
-    def setup(self) -> None:
-        super().setup()
-        self.connection.settimeout(self.server.request_timeout)
-        if isinstance(self.connection, ssl.SSLSocket):
-            try:
-                self.connection.do_handshake()
-            except OSError as e:  # ssl.SSLError, timeout, reset
-                self._handshake_failed = True
-                structlog.get_logger().info(
-                    "tls_handshake_failed",
-                    client=self.client_address[0],
-                    error=str(e),
-                )
-
-    def handle(self) -> None:
-        if not self._handshake_failed:
-            super().handle()
-
-    def parse_request(self) -> bool:
-        # Every method but GET and HEAD gets 405 here, before dispatch,
-        # so unknown verbs too get 405 rather than the base class's 501.
-        if not super().parse_request():
-            return False
-        if self.command in {"GET", "HEAD"}:
-            return True
-        self.close_connection = True
-        self._send(_NOT_ALLOWED)
-        return False
-
-    def do_GET(self) -> None:
-        self._send(self._page())
-
-    def do_HEAD(self) -> None:
-        self._send(self._page(), body=False)
-
-    def _page(self) -> _Response:
-        auth = self.server.auth
-        if (
-            auth is not None
-            and urlsplit(self.path).path not in _OPEN_ROUTES
-            and not auth.check(self.headers.get("Authorization"))
-        ):
-            structlog.get_logger().debug(
-                "http_unauthorized", client=self.client_address[0]
-            )
-            return _UNAUTHORIZED
-        return _render_page(self.server.pages, self.path, self.headers)
-
-    def end_headers(self) -> None:
-        # Every response, error pages from the base class included.
-        for name, value in self.server.extra_headers:
-            self.send_header(name, value)
-        super().end_headers()
-
-    def _send(self, response: _Response, *, body: bool = True) -> None:
-        self.send_response(response.status)
-        self.send_header("Content-Type", response.content_type)
-        whole = response.body
-        if isinstance(whole, Body):
-            length, pieces = whole.length, whole.pieces
-        else:
-            length, pieces = len(whole), (whole,)
-        self.send_header("Content-Length", str(length))
-        for name, value in response.headers:
-            self.send_header(name, value)
-        self.end_headers()
-        if body:
-            for piece in pieces:
-                self.wfile.write(piece)
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-        structlog.get_logger().debug(
-            "http_request", client=self.client_address[0], msg=format % args
-        )
+@dataclass(frozen=True)
+class _Request:
+    method: str
+    target: str
+    headers: Message
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 64
+class _HeadScanner:
+    """Finds the end of a head as it arrives, scanning each byte once."""
+
+    def __init__(self) -> None:
+        self.scanned = 0
+        self.line_done = False
+
+    def end(self, buffer: bytearray) -> int | None:
+        """Where the head in *buffer* ends, or None while incomplete.
+
+        Raises :class:`~du_exporter.errors.BadRequestError` at once for a request line without an
+        HTTP version (HTTP/0.9 style), which no header will follow.
+        """
+        start, self.scanned = max(0, self.scanned - 3), len(buffer)
+        if not self.line_done:
+            line_end = buffer.find(b"\n", start)
+            if line_end < 0:
+                return None
+            if len(buffer[:line_end].split()) != 3:  # noqa: PLR2004
+                raise BadRequestError(HTTPStatus.BAD_REQUEST, "Bad Request")
+            self.line_done = True
+        match = _HEAD_END.search(buffer, start)
+        return None if match is None else match.end()
+
+
+def _parse_head(head: bytes) -> _Request:
+    line, _, rest = head.partition(b"\n")
+    words = line.decode("latin-1").split()
+    method, target, version = words
+    if not re.fullmatch(r"HTTP/\d\.\d", version):
+        raise BadRequestError(HTTPStatus.BAD_REQUEST, "Bad Request")
+    if version not in {"HTTP/1.0", "HTTP/1.1"}:
+        status = HTTPStatus.HTTP_VERSION_NOT_SUPPORTED
+        raise BadRequestError(status, status.phrase)
+    try:
+        headers = http.client.parse_headers(io.BytesIO(rest))
+    except http.client.HTTPException:  # more than 100 header lines
+        raise BadRequestError(*_TOO_LARGE_ARGS) from None
+    return _Request(method, target, headers)
+
+
+class _LogLimiter:
+    """At most one line per kind per *every* seconds, counting the rest."""
+
+    def __init__(self, every: float) -> None:
+        self.every = every
+        self._last: dict[str, float] = {}
+        self._dropped: dict[str, int] = {}
+
+    def log(self, level: str, event: str, **fields: object) -> None:
+        now = time.monotonic()
+        last = self._last.get(event)
+        if last is not None and now - last < self.every:
+            self._dropped[event] = self._dropped.get(event, 0) + 1
+            return
+        self._last[event] = now
+        dropped = self._dropped.pop(event, 0)
+        if dropped:
+            fields["suppressed"] = dropped
+        getattr(structlog.get_logger(), level)(event, **fields)
+
+
+class _Server:
+    """One listening socket's connections, run on one event loop."""
 
     def __init__(
         self,
-        address: tuple[str, int],
         pages: Pages,
         *,
         max_threads: int,
+        queue_timeout: float,
+        max_connections: int,
+        max_head: int,
         request_timeout: float,
         web: WebConfig | None,
     ) -> None:
         self.pages = pages
+        self.max_threads = max_threads
+        self.max_connections = max_connections
+        self.max_head = max_head
         self.request_timeout = request_timeout
-        self._slots = threading.BoundedSemaphore(max_threads)
+        self.ssl_context = web.ssl_context if web else None
         self.auth = BasicAuth(web.users) if web and web.users else None
         self.extra_headers = web.headers if web else ()
-        self._busy = _busy_reply(self.extra_headers)
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
-        super().__init__(address, _Handler)
-        self.tls = bool(web and web.ssl_context)
-        if web and web.ssl_context:
-            # No handshake here: accept() must never wait on a client.
-            self.socket = web.ssl_context.wrap_socket(
-                self.socket, server_side=True, do_handshake_on_connect=False
-            )
+        self.render_pool = ThreadPoolExecutor(
+            max_threads, thread_name_prefix="du-exporter-http"
+        )
+        # /-/ready reads the store: off the loop, but not behind renders.
+        self.health_pool = ThreadPoolExecutor(
+            2, thread_name_prefix="du-exporter-health"
+        )
+        self.limiter = _LogLimiter(LOG_EVERY)
+        self.open = 0
+        self.queue_timeout = queue_timeout
+        # Made on the loop (start_server), used only there.
+        self.slots: asyncio.Semaphore | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
 
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind() calls socket.getfqdn(), a DNS lookup
-        # that can stall startup; the name is only used in CGI variables.
-        socketserver.TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name, self.server_port = str(host), int(port)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            self._reject(request)
-            return
+    async def connected(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self.tasks.add(task)
+        peer = writer.get_extra_info("peername")
+        client = str(peer[0]) if isinstance(peer, tuple) else "?"
+        full = self.open >= self.max_connections
+        self.open += 1
         try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self._slots.release()
-            raise
+            if full:
+                if self.ssl_context is None:
+                    await self._answer(writer, _BUSY, linger=reader)
+            else:
+                await self._serve(reader, writer, client)
+        except (OSError, EOFError) as e:
+            self.limiter.log(
+                "warning", "http_connection_failed", client=client, error=_why(e)
+            )
+        finally:
+            self.open -= 1
+            await _close(writer)
+            if task is not None:
+                self.tasks.discard(task)
 
-    def process_request_thread(
-        self, request: Any, client_address: Any
+    async def _serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, client: str
     ) -> None:
         try:
-            super().process_request_thread(request, client_address)
+            async with asyncio.timeout(self.request_timeout):
+                if self.ssl_context is not None:
+                    try:
+                        await writer.start_tls(self.ssl_context)
+                    except (OSError, ssl.SSLError) as e:
+                        self.limiter.log(
+                            "info", "tls_handshake_failed", client=client, error=_why(e)
+                        )
+                        return
+                request = await self._read_head(reader)
+        except TimeoutError:
+            structlog.get_logger().debug("http_head_timeout", client=client)
+            return
+        except BadRequestError as e:
+            bad = _text(HTTPStatus(e.status), f"{e}\n")
+            await self._answer(writer, bad, linger=reader)
+            return
+        if request is None:
+            return  # closed before a whole head
+        if request.method not in {"GET", "HEAD"}:
+            await self._answer(writer, _NOT_ALLOWED, linger=reader)
+            return
+        response = await self._respond(request, client)
+        await self._answer(writer, response, body=request.method == "GET")
+
+    async def _read_head(self, reader: asyncio.StreamReader) -> _Request | None:
+        buffer = bytearray()
+        scanner = _HeadScanner()
+        while (end := scanner.end(buffer)) is None:
+            if len(buffer) > self.max_head:
+                raise BadRequestError(*_TOO_LARGE_ARGS)
+            chunk = await reader.read(self.max_head + 1 - len(buffer) + 4)
+            if not chunk:
+                return None
+            buffer += chunk
+        if end > self.max_head:
+            raise BadRequestError(*_TOO_LARGE_ARGS)
+        return _parse_head(bytes(buffer[:end]))
+
+    async def _respond(self, request: _Request, client: str) -> _Response:
+        loop = asyncio.get_running_loop()
+        route = urlsplit(request.target).path
+        if route == "/-/healthy":
+            return _HEALTHY
+        if route == "/-/ready":
+            return await loop.run_in_executor(self.health_pool, _ready, self.pages)
+        if self.auth is not None and not await self.auth.check_async(
+            request.headers.get("Authorization")
+        ):
+            structlog.get_logger().debug("http_unauthorized", client=client)
+            return _UNAUTHORIZED
+        if self.slots is None:
+            self.slots = asyncio.Semaphore(self.max_threads)
+        try:
+            async with asyncio.timeout(self.queue_timeout):
+                await self.slots.acquire()
+        except TimeoutError:
+            return _BUSY
+        try:
+            return await loop.run_in_executor(
+                self.render_pool,
+                _render_page,
+                self.pages,
+                request.target,
+                request.headers,
+            )
         finally:
-            self._slots.release()
+            self.slots.release()
 
-    def _reject(self, request: socket.socket) -> None:
-        # Runs on the accept loop, so it must never block.  Reading what
-        # the client already sent avoids a reset that would eat the 503.
-        # A TLS client cannot read a plain 503: it only sees the close.
-        if not isinstance(request, ssl.SSLSocket):
-            request.setblocking(False)
-            with contextlib.suppress(OSError):
-                request.recv(65536)
-            with contextlib.suppress(OSError):
-                request.send(self._busy)
-        self.shutdown_request(request)
+    async def _answer(
+        self,
+        writer: asyncio.StreamWriter,
+        response: _Response,
+        *,
+        body: bool = True,
+        linger: asyncio.StreamReader | None = None,
+    ) -> None:
+        status = response.status
+        whole = response.body
+        length = whole.length if isinstance(whole, Body) else len(whole)
+        lines = [
+            f"HTTP/1.0 {status.value} {status.phrase}",
+            f"Server: {_SERVER}",
+            f"Date: {formatdate(usegmt=True)}",
+            f"Content-Type: {response.content_type}",
+            f"Content-Length: {length}",
+            *(f"{name}: {value}" for name, value in response.headers),
+            *(f"{name}: {value}" for name, value in self.extra_headers),
+            "Connection: close",
+        ]
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        if not body:
+            pass
+        elif isinstance(whole, Body):
+            await self._stream(writer, iter(whole.pieces))
+        else:
+            writer.write(whole)
+        # Each wait for the client to take data is under the timeout (a
+        # large body to a slow network may take longer in all).
+        async with asyncio.timeout(self.request_timeout):
+            await writer.drain()
+        if linger is not None and writer.can_write_eof():
+            writer.write_eof()
+            with contextlib.suppress(TimeoutError, OSError):
+                async with asyncio.timeout(_LINGER):
+                    left = _LINGER_BYTES
+                    while left > 0 and (chunk := await linger.read(65536)):
+                        left -= len(chunk)
 
-    def handle_error(self, _request: Any, client_address: Any) -> None:
-        structlog.get_logger().warning(
-            "http_connection_failed", client=str(client_address), exc_info=True
-        )
+    async def _stream(
+        self, writer: asyncio.StreamWriter, pieces: Iterator[bytes]
+    ) -> None:
+        """Send *pieces*, each made on a render thread (it may inflate
+        gzip) once the socket has taken the previous one."""
+        loop = asyncio.get_running_loop()
+        while (
+            piece := await loop.run_in_executor(self.render_pool, next, pieces, None)
+        ) is not None:
+            writer.write(piece)
+            async with asyncio.timeout(self.request_timeout):
+                await writer.drain()
+
+    def close(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        self.render_pool.shutdown(wait=False, cancel_futures=True)
+        self.health_pool.shutdown(wait=False, cancel_futures=True)
+        if self.auth is not None:
+            self.auth.close()
+
+
+def _why(e: BaseException) -> str:
+    return str(e) or type(e).__name__
+
+
+async def _close(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    try:
+        async with asyncio.timeout(1.0):
+            await writer.wait_closed()
+    except (TimeoutError, OSError):
+        writer.transport.abort()
 
 
 class ServerHandle:
     """A running server; :meth:`close` stops it."""
 
-    def __init__(self, server: _Server, thread: threading.Thread) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        server: _Server,
+        listener: asyncio.Server,
+    ) -> None:
+        self._loop = loop
         self._server = server
-        self._thread = thread
+        self._listener = listener
         self._lock = threading.Lock()
         self._closed = False
-        self.host: str = str(server.server_address[0])
-        self.port: int = int(server.server_address[1])
+        address = listener.sockets[0].getsockname()
+        self.host: str = str(address[0])
+        self.port: int = int(address[1])
         netloc = f"[{self.host}]" if ":" in self.host else self.host
-        scheme = "https" if server.tls else "http"
+        scheme = "https" if server.ssl_context else "http"
         self.url: str = f"{scheme}://{netloc}:{self.port}"
+        self._thread = threading.Thread(
+            target=loop.run_forever, name="du-exporter-http", daemon=True
+        )
+        self._thread.start()
 
     def alive(self) -> bool:
         """The serving thread runs (for the systemd watchdog)."""
@@ -374,9 +520,16 @@ class ServerHandle:
             if self._closed:
                 return
             self._closed = True
-        self._server.shutdown()
-        self._server.server_close()
+
+        async def stop() -> None:
+            self._listener.close()
+            self._server.close()
+            await asyncio.sleep(0)
+
+        asyncio.run_coroutine_threadsafe(stop(), self._loop).result()
+        self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
+        self._loop.close()
 
 
 def start_server(
@@ -385,26 +538,44 @@ def start_server(
     port: int = 0,
     *,
     max_threads: int = 32,
-    request_timeout: float = 30.0,
+    queue_timeout: float = 1.0,
+    max_connections: int = MAX_CONNECTIONS,
+    max_head: int = MAX_HEAD,
+    request_timeout: float = 10.0,
     web: WebConfig | None = None,
 ) -> ServerHandle:
     """Serve *pages* on *host*:*port* (0 picks a free port) in a thread.
 
+    *max_threads* pages are rendered at once (others wait up to
+    *queue_timeout* seconds for a slot, then get 503), *max_connections* are
+    open at once, a request head is at most *max_head* bytes and must
+    arrive (TLS handshake included) within *request_timeout* seconds.
     *web* adds TLS, basic auth and response headers.  Raises
     :class:`OSError` when the address cannot be bound.
     """
     server = _Server(
-        (host, port),
         pages,
         max_threads=max_threads,
+        queue_timeout=queue_timeout,
+        max_connections=max_connections,
+        max_head=max_head,
         request_timeout=request_timeout,
         web=web,
     )
-    thread = threading.Thread(
-        target=server.serve_forever,
-        kwargs={"poll_interval": 0.1},
-        name="du-exporter-http",
-        daemon=True,
-    )
-    thread.start()
-    return ServerHandle(server, thread)
+    loop = asyncio.new_event_loop()
+    try:
+        listener = loop.run_until_complete(
+            asyncio.start_server(
+                server.connected,
+                host,
+                port,
+                backlog=64,
+                reuse_address=True,
+                limit=max_head,
+            )
+        )
+    except BaseException:
+        server.close()
+        loop.close()
+        raise
+    return ServerHandle(loop, server, listener)
