@@ -55,7 +55,6 @@ needs_chromium = pytest.mark.skipif(
 _VOID = frozenset({"meta", "br", "img", "input", "link", "hr", "wbr"})
 
 
-@dataclass
 def _no_metrics(_accept: str, _gzip: bool) -> tuple[Body, str, bool]:
     """These servers are about /browse; /metrics is not asked for."""
     return Body(0, ()), "text/plain", False

@@ -5,6 +5,8 @@ import contextlib
 import gzip
 import http.client
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -183,6 +185,18 @@ class TestMetrics:
         assert str(len(resp.body)) == resp.headers["Content-Length"]
         assert 42.0 == gauge_value(gzip.decompress(resp.body).decode())
 
+    @pytest.mark.parametrize(
+        "encoding", ["gzip;q=0", "gzip; q=0.0, identity", "br", "*;q=0"]
+    )
+    def test_gzip_refused_is_not_sent(
+        self, server: ServerHandle, encoding: str
+    ) -> None:
+        """q=0 refuses a coding: the body is plain."""
+        resp = fetch(server, "/metrics", headers={"Accept-Encoding": encoding})
+
+        assert resp.headers["Content-Encoding"] is None
+        assert 42.0 == gauge_value(resp.body.decode())
+
     def test_query_string_ignored(self, server: ServerHandle) -> None:
         """Routing looks at the path only; the query is ignored."""
         resp = fetch(server, "/metrics?name[]=other&x=1")
@@ -354,6 +368,33 @@ class TestConcurrency:
 
         assert reply.startswith(b"HTTP/1.0 503")
         assert recovered
+
+
+class TestIdentity:
+    def test_server_header_names_no_python(self, server: ServerHandle) -> None:
+        """The Server header gives away no interpreter version."""
+        resp = fetch(server, "/-/healthy")
+
+        assert "du-exporter" == resp.headers["Server"]
+
+    def test_web_imports_no_scan_machinery(self) -> None:
+        """The HTTP side loads neither the walker, the pool nor the store
+        writer (a fresh interpreter: what importing it really pulls in)."""
+        code = (
+            "import sys, du_exporter.web.server, du_exporter.web.browse, "
+            "du_exporter.web.landing; print(' '.join(sorted(sys.modules)))"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout.split()
+
+        heavy = {
+            "du_exporter.scan.walker",
+            "du_exporter.scan.pool",
+            "du_exporter.scan.worker",
+            "du_exporter.store.writer",
+        }
+        assert set() == heavy & set(out)
 
 
 class TestServerHandle:
