@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import http.client
+import shutil
 import socket
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from du_exporter.web.server import Pages, ServerHandle, start_server
+from exporter import Exporter
 from helpers import metrics_render
 
 
@@ -425,3 +427,47 @@ class TestServerHandle:
 
         assert f"http://[::1]:{handle.port}" == handle.url
         assert 200 == resp.status
+
+
+class TestDatabaseDeleted:
+    def test_deleted_database_is_recreated_and_rescanned(
+        self, tmp_path: Path
+    ) -> None:
+        """The database directory removed under the running exporter: it
+        notices (one log line), recreates the file, scans again and is
+        ready; /-/healthy never lies about a store it cannot recreate."""
+        root = tmp_path / "tree"
+        root.mkdir()
+        (root / "f").write_bytes(b"x" * 10000)
+        with Exporter(tmp_path, "--analyzed-path", str(root)) as exp:
+            exp.wait_event("scan_completed")
+            assert 200 == exp.get("/-/ready")[0]
+            shutil.rmtree(exp.db.parent)
+            # The probe notices (nothing else is due for an hour).
+            first = exp.get("/-/ready")[0]
+            exp.wait_event("store_recreated")
+            exp.wait_event("scan_completed", count=2)
+            ready = exp.get("/-/ready")[0]
+            healthy = exp.get("/-/healthy")[0]
+            recreated = exp.db.exists()
+            lines = [e for e in exp.events if e.get("event") == "store_recreated"]
+
+        assert (503, 200, 200, True) == (first, ready, healthy, recreated)
+        assert 1 == len(lines)
+
+    def test_unrecoverable_database_makes_healthy_fail(
+        self, tmp_path: Path
+    ) -> None:
+        """Where the database cannot be recreated (a file now sits where
+        its directory was), /-/healthy and /-/ready answer 503."""
+        root = tmp_path / "tree"
+        root.mkdir()
+        with Exporter(tmp_path, "--analyzed-path", str(root)) as exp:
+            exp.wait_event("scan_completed")
+            shutil.rmtree(exp.db.parent)
+            exp.db.parent.write_bytes(b"not a directory")
+            exp.get("/-/healthy")  # the probe notices
+            exp.wait_event("store_lost")
+            statuses = (exp.get("/-/healthy")[0], exp.get("/-/ready")[0])
+
+        assert (503, 503) == statuses

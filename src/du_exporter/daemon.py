@@ -6,8 +6,10 @@ and a function that re-reads it on SIGHUP.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import sqlite3
 import threading
 import time
 
@@ -26,7 +28,6 @@ from du_exporter.errors import (
 from du_exporter.expose.exposition import Exposition
 from du_exporter.expose.families import (
     HealthCollector,
-    UsageCollector,
     make_registry,
 )
 from du_exporter.notify import notify, start_watchdog
@@ -228,6 +229,8 @@ class Daemon:
         self.config = config
         self.reload_config = reload_config
         self.store = Store.open(config.db_path)
+        #: False while the database file is gone and cannot be recreated.
+        self.store_ok = True
         self.reader = Reader(config.db_path)
         self.status = ScanStatus(list(root_levels(config.roots)))
         self.server: ServerHandle | None = None
@@ -254,7 +257,8 @@ class Daemon:
         pages = Pages(
             render=exposition.render,
             landing=lambda: landing_page(self.config, self.reader, self.status),
-            ready=lambda: is_ready(self.config, self.reader),
+            ready=lambda: self._store_usable() and is_ready(self.config, self.reader),
+            healthy=self._store_alive,
             browse=lambda query: browse_page(self.config, self.reader, query),
         )
         cfg = self.config
@@ -329,13 +333,50 @@ class Daemon:
                 requests.scan.clear()
                 self._scan_now()
             self._reap()
-            if self.round is None:
+            if self.round is None and self._check_store():
+                self.schedule.all_due(plan_walks(self.config.roots), time.monotonic())
+            if self.round is None and self.store_ok:
                 self._start_round()
             due = schedule.next_due()
             wait = 60.0 if due is None else due - time.monotonic()
             if self.round is not None:
                 wait = 60.0  # its end wakes us
             requests.wake.wait(min(60.0, max(0.0, wait)))
+
+    def _store_usable(self) -> bool:
+        """For the probes: the database file is the one open.  If not,
+        wake the loop, which recreates it (a cheap stat per probe)."""
+        if self.store_ok and not self.store.replaced():
+            return True
+        self.wake.set()
+        return False
+
+    def _store_alive(self) -> bool:
+        """For /-/healthy: False only while the database cannot be
+        recreated (a replaced file wakes the loop, which recreates it)."""
+        self._store_usable()
+        return self.store_ok
+
+    def _check_store(self) -> bool:
+        """Recreate the database when its file was deleted or replaced
+        under us; True when it was (everything is scanned again)."""
+        if self.store_ok and not self.store.replaced():
+            return False
+        try:
+            store = Store.open(self.config.db_path)
+        except StoreError as e:
+            if self.store_ok:
+                log.error("store_lost", error=str(e))
+            self.store_ok = False
+            return False
+        old, self.store = self.store, store
+        with contextlib.suppress(sqlite3.Error):
+            old.close()
+        self.store_ok = True
+        log.warning(
+            "store_recreated", path=str(self.config.db_path), reason="file gone or replaced"
+        )
+        return True
 
     def _start_round(self) -> None:
         """Scan the walks that are due, in the background."""

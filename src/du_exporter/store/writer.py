@@ -27,12 +27,26 @@ from du_exporter.store.rows import LinkRow, UnitRow
 from du_exporter.store.schema import SCHEMA_VERSION, migrate, user_version
 
 
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 class Store:
     """The writer's handle on the database (one per process)."""
 
     def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
         self.path = path
         self.conn = conn
+        self._identity = _identity(path)
+
+    def replaced(self) -> bool:
+        """The file at ``path`` is gone, or is not the one this store has
+        open (deleted with its directory, or replaced): a cheap stat."""
+        return _identity(self.path) != self._identity
 
     @classmethod
     def open(cls, path: Path) -> Store:

@@ -95,6 +95,9 @@ class Pages:
     landing: Callable[[], str]
     #: ``/-/ready`` answers 200 when this returns True, else 503.
     ready: Callable[[], bool]
+    #: ``/-/healthy`` answers 503 when this returns False (None: always
+    #: 200); it runs on the event loop, so it must be a cheap check.
+    healthy: Callable[[], bool] | None = None
     #: If set, serves ``/browse``: given the raw query string, it returns
     #: the full, already escaped HTML page, or raises
     #: :class:`~du_exporter.errors.NotFound` (answered 404).
@@ -166,6 +169,7 @@ def _ready(pages: Pages) -> _Response:
 
 
 _HEALTHY = _text(HTTPStatus.OK, "OK")
+_UNHEALTHY = _text(HTTPStatus.SERVICE_UNAVAILABLE, "Unhealthy; see the exporter log.\n")
 _NOT_ALLOWED = _Response(
     HTTPStatus.METHOD_NOT_ALLOWED,
     b"Method Not Allowed",
@@ -384,7 +388,9 @@ class _Server:
         loop = asyncio.get_running_loop()
         route = urlsplit(request.target).path
         if route == "/-/healthy":
-            return _HEALTHY
+            if self.pages.healthy is None or self.pages.healthy():
+                return _HEALTHY
+            return _UNHEALTHY
         if route == "/-/ready":
             return await loop.run_in_executor(self.health_pool, _ready, self.pages)
         if self.auth is not None and not await self.auth.check_async(
