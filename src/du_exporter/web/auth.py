@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
+import functools
 import hashlib
 import hmac
 import secrets
@@ -40,8 +42,8 @@ class BasicAuth:
     of threads (*workers*: what a flood of bad passwords can cost).
     :meth:`check_async` runs one check per distinct credential at a time
     (single flight): a thousand clients sending the same wrong password
-    cost one bcrypt, and a valid user's first login is never queued
-    behind them.
+    cost one bcrypt; and it starts the newest check first, so a valid
+    user's first login is not queued behind a flood of distinct ones.
     """
 
     def __init__(self, users: Iterable[tuple[str, str]], workers: int = 4) -> None:
@@ -54,6 +56,8 @@ class BasicAuth:
         self._pool: ThreadPoolExecutor | None = None
         # Only touched from the event loop that calls check_async.
         self._inflight: dict[bytes, asyncio.Future[bool]] = {}
+        self._waiting: list[tuple[_Claim, asyncio.Future[bool]]] = []
+        self._running = 0
 
     def check(self, authorization: str | None) -> bool:
         """Whether the header carries a configured user's password."""
@@ -63,7 +67,8 @@ class BasicAuth:
         return claim.known or self._verify(claim)
 
     async def check_async(self, authorization: str | None) -> bool:
-        """:meth:`check` on the pool, one bcrypt per credential at a time."""
+        """:meth:`check` on the pool, one bcrypt per credential at a time,
+        newest first."""
         claim = self._claim(authorization)
         if claim is None:
             return False
@@ -71,18 +76,51 @@ class BasicAuth:
             return True
         future = self._inflight.get(claim.digest)
         if future is None:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(
-                    self._workers, thread_name_prefix="du-exporter-bcrypt"
-                )
-            loop = asyncio.get_running_loop()
-            future = loop.run_in_executor(self._pool, self._verify, claim)
+            future = asyncio.get_running_loop().create_future()
             self._inflight[claim.digest] = future
-            future.add_done_callback(
-                lambda _: self._inflight.pop(claim.digest, None)
-            )
+            self._waiting.append((claim, future))
+            self._pump()
         # A client that goes away must not cancel the others' answer.
         return await asyncio.shield(future)
+
+    def _pump(self) -> None:
+        """Start waiting checks, newest first, while a worker is free.
+
+        Last in, first out: under a flood of wrong passwords the queue
+        is long, and a client arriving now (a valid user's first login)
+        is served within a round of bcrypt, not behind the whole flood;
+        the flood's own oldest requests wait instead.
+        """
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(
+                self._workers, thread_name_prefix="du-exporter-bcrypt"
+            )
+        loop = asyncio.get_running_loop()
+        while self._waiting and self._running < self._workers:
+            claim, future = self._waiting.pop()
+            self._running += 1
+            job = loop.run_in_executor(self._pool, self._verify, claim)
+            job.add_done_callback(
+                functools.partial(self._finished, claim.digest, future)
+            )
+
+    def _finished(
+        self,
+        digest: bytes,
+        future: asyncio.Future[bool],
+        job: asyncio.Future[bool],
+    ) -> None:
+        self._running -= 1
+        self._inflight.pop(digest, None)
+        if not future.done():
+            if job.cancelled():
+                future.cancel()
+            elif (error := job.exception()) is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(job.result())
+        with contextlib.suppress(RuntimeError):  # the loop is closing
+            self._pump()
 
     def close(self) -> None:
         """Stop the pool's threads (queued checks are dropped)."""
