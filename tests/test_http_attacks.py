@@ -282,3 +282,23 @@ class TestResets:
         warnings = [e for e in logs if e["log_level"] in {"warning", "error"}]
         assert len(warnings) <= 1
         assert not any("exc_info" in e or "exception" in e for e in logs)
+
+
+class TestOddHeads:
+    @pytest.mark.parametrize(
+        "request_line",
+        [b"GET\xa0/ HTTP/1.0", b"GET / HTTP/1.0\x85x", b"GET / HTTP/9.9", b"\r\n"],
+    )
+    def test_odd_request_line_is_one_answer(
+        self, pages: Pages, request_line: bytes
+    ) -> None:
+        """Latin-1 spaces, unknown versions, an empty line: a 4xx/5xx
+        answer and no log line with a traceback."""
+        with (
+            serving(pages) as handle,
+            structlog.testing.capture_logs() as logs,
+        ):
+            reply = exchange(handle, request_line + b"\r\n\r\n", timeout=5)
+
+        assert reply[9:10] in {b"4", b"5"}, reply[:40]
+        assert [] == [e for e in logs if e["log_level"] == "error"]

@@ -244,8 +244,8 @@ class _HeadScanner:
 
 def _parse_head(head: bytes) -> _Request:
     line, _, rest = head.partition(b"\n")
-    words = line.decode("latin-1").split()
-    method, target, version = words
+    # Split the bytes (ASCII whitespace only), as _HeadScanner counted.
+    method, target, version = (w.decode("latin-1") for w in line.split())
     if not re.fullmatch(r"HTTP/\d\.\d", version):
         raise BadRequestError(HTTPStatus.BAD_REQUEST, "Bad Request")
     if version not in {"HTTP/1.0", "HTTP/1.1"}:
@@ -334,6 +334,10 @@ class _Server:
         except (OSError, EOFError) as e:
             self.limiter.log(
                 "warning", "http_connection_failed", client=client, error=_why(e)
+            )
+        except Exception as e:  # noqa: BLE001 - one client's bug, not the server's end
+            self.limiter.log(
+                "error", "http_connection_failed", client=client, error=repr(e)
             )
         finally:
             self.open -= 1
