@@ -20,8 +20,6 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-import bcrypt
-
 
 # bcrypt only ever reads this many bytes of a password.
 _BCRYPT_MAX = 72
@@ -162,6 +160,8 @@ class BasicAuth:
             if self._dummy is None:
                 cost = max((int(h[4:6]) for h in self._users.values()), default=10)
                 password = secrets.token_urlsafe(16).encode()
+                import bcrypt  # noqa: PLC0415 - loaded by the first check only
+
                 self._dummy = bcrypt.hashpw(password, bcrypt.gensalt(cost))
             return self._dummy
 
@@ -198,6 +198,8 @@ def _credentials(authorization: str | None) -> tuple[str, bytes] | None:
 def _checkpw(password: bytes, hashed: bytes) -> bool:
     # bcrypt reads 72 bytes at most; Go's bcrypt (and htpasswd) silently
     # ignore the rest, while Python's bcrypt 5 raises: cut it here.
+    import bcrypt  # noqa: PLC0415 - loaded by the first check only
+
     try:
         return bcrypt.checkpw(password[:_BCRYPT_MAX], hashed)
     except ValueError:
