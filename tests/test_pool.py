@@ -29,7 +29,7 @@ def plan_for(root: Path, iops: float = 0.0) -> tuple[Plan, Unit]:
         iops=iops,
     )
     top = Unit(os.fsencode(root), b"", st.st_blocks * 512, st.st_size,
-               st.st_mtime, dev=st.st_dev)
+               st.st_mtime, dev=st.st_dev, ino=st.st_ino)
     return plan, top
 
 

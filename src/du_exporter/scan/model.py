@@ -72,14 +72,15 @@ class Unit:
     disk: int
     apparent: int
     mtime: float
-    #: (dev, ino) of the directories above it, for loop detection when
-    #: following symlinks; empty otherwise.
+    #: (dev, ino) of the directories above it, for cycle detection (bind
+    #: mounts of an ancestor; symlink loops when following symlinks).
     ancestors: tuple[tuple[int, int], ...] = ()
     #: The inode itself goes through the once-per-inode table (always, when
     #: following symlinks).
     linked: bool = False
     #: Reached through a followed symlink: loses to a direct path.
     via_symlink: bool = False
+    #: Identity when listed: the directory is read only if it still has it.
     dev: int = 0
     ino: int = 0
     uid: int = 0
