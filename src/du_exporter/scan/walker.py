@@ -184,8 +184,8 @@ class _Walker:
             res.error(d.path, OSError(err, os.strerror(err)))
             return True
         prefix = d.path if d.path.endswith(b"/") else d.path + b"/"
-        for name, errno in errors:
-            res.error(prefix + name, OSError(errno, os.strerror(errno)))
+        for name, code in errors:
+            res.error(prefix + name, OSError(code, os.strerror(code)))
         res.entries += count
         res.files += files
         res.disk += blocks * 512

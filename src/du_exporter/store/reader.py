@@ -22,6 +22,7 @@ from du_exporter.store.rows import (
     DirRow,
     Generation,
     Snapshot,
+    dir_row,
     generation,
 )
 from du_exporter.store.schema import user_version
@@ -60,7 +61,7 @@ class Reader:
             if with_rows:
                 for g in gens.values():
                     rows.extend(
-                        DirRow(*r) for r in c.execute(
+                        dir_row(r) for r in c.execute(
                             f"SELECT {ROW_COLUMNS} FROM units WHERE gen = ?"  # noqa: S608 - constant columns
                             " ORDER BY path",
                             (g.id,),
@@ -182,7 +183,7 @@ class ReadSession:
             sql += " AND (path = ? OR (path >= ? AND path < ?))"
             args += (under, under + b"/", under + b"0")
         for r in self.conn.execute(sql + " ORDER BY path", args):
-            yield DirRow(*r)
+            yield dir_row(r)
 
     def find_dir(
         self, gen: int, depth: int, path: bytes, parent: int | None = None
@@ -207,7 +208,7 @@ class ReadSession:
             sql += " AND parent = ?"
             args += (parent,)
         row = self.conn.execute(sql, args).fetchone()
-        return None if row is None else (int(row[0]), DirRow(*row[1:]))
+        return None if row is None else (int(row[0]), dir_row(row[1:]))
 
     def child_dirs(
         self, gen: int, depth: int, parent: int
@@ -217,7 +218,7 @@ class ReadSession:
         One probe of the index on ``(gen, depth, parent)``; unsorted.
         """
         return [
-            (int(r[0]), DirRow(*r[1:])) for r in self.conn.execute(
+            (int(r[0]), dir_row(r[1:])) for r in self.conn.execute(
                 f"SELECT id, {ROW_COLUMNS} FROM units"  # noqa: S608 - constant columns
                 " INDEXED BY units_depth"
                 " WHERE gen = ? AND depth = ? AND parent = ?"

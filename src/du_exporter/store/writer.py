@@ -21,6 +21,7 @@ from du_exporter.store.completion import (
     owners_with_links,
     resolve_links,
     sum_subtrees,
+    to_sql,
 )
 from du_exporter.store.db import connect, enable_wal
 from du_exporter.store.rows import LinkRow, UnitRow
@@ -125,14 +126,17 @@ class Store:
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (gen, u.id, u.parent, u.depth, u.path, u.root, u.level,
-                     u.disk, u.apparent, u.files, u.dirs, u.mtime)
+                     to_sql(u.disk), to_sql(u.apparent), u.files, u.dirs,
+                     u.mtime)
                     for u in units
                 ],
             )
             c.executemany(
                 "INSERT INTO links (gen, unit, dev, ino, key, disk, apparent,"
                 " uid) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [(gen, *link) for link in links],
+                [(gen, unit, to_sql(dev), to_sql(ino), key, to_sql(disk),
+                  to_sql(apparent), uid)
+                 for unit, dev, ino, key, disk, apparent, uid in links],
             )
 
     def complete_generation(
