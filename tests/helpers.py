@@ -44,7 +44,8 @@ def du(path: Path | bytes, *args: str) -> dict[bytes, int]:
     """GNU du's output as {path: bytes}; e.g. ``du(p, "-B1", "--max-depth=2")``.
 
     Paths are bytes (names may hold newlines or invalid UTF-8), so the
-    output is NUL-separated (``-0``).
+    output is NUL-separated (``-0``).  A saturated sum (du prints
+    "Infinity") is 2**64 - 1.
     """
     out = subprocess.run(
         ["du", "-0", *args, os.fsencode(path)],
@@ -54,7 +55,7 @@ def du(path: Path | bytes, *args: str) -> dict[bytes, int]:
     result = {}
     for record in filter(None, out.split(b"\0")):
         size, _, name = record.partition(b"\t")
-        result[name] = int(size)
+        result[name] = 2**64 - 1 if size == b"Infinity" else int(size)
     return result
 
 
