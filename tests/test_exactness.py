@@ -16,6 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+
+from du_exporter.expose.exposition import Exposition
+from du_exporter.store.reader import Reader
 from du_exporter.store.rows import DirRow
 from helpers import Scanner, du, write
 
@@ -39,7 +44,7 @@ def mounted(*args: str | Path) -> Iterator[None]:
 class TestBindMountCycle:
     """``mount --bind a a/b``: du skips the cycle (FTS_DC) and counts a once."""
 
-    def test_cycle_counted_once(self, scanner: Scanner, tmp_path):
+    def test_cycle_counted_once(self, scanner: Scanner, tmp_path: Path) -> None:
         root = tmp_path / "t"
         a = root / "a"
         write(a / "f", 5_000)
@@ -56,7 +61,7 @@ class TestBindMountCycle:
 class TestOneFileSystemFiles:
     """du -x leaves out any entry of another filesystem, files too."""
 
-    def test_file_bind_mounted_from_tmpfs(self, scanner: Scanner, tmp_path):
+    def test_file_bind_mounted_from_tmpfs(self, scanner: Scanner, tmp_path: Path) -> None:
         root = tmp_path / "t"
         write(root / "a" / "own", 7_000)
         write(root / "a" / "mnt-file", 0)
@@ -76,7 +81,7 @@ class TestOneFileSystemFiles:
 class TestHugeSizes:
     """Sums cover the unsigned 64-bit range and saturate like du's."""
 
-    def test_sparse_files_of_2_to_the_62_and_63(self, scanner: Scanner, tmp_path):
+    def test_sparse_files_of_2_to_the_62_and_63(self, scanner: Scanner, tmp_path: Path) -> None:
         mnt = tmp_path / "tmpfs"
         mnt.mkdir()
         with mounted("-t", "tmpfs", "tmpfs", mnt):
@@ -98,6 +103,24 @@ class TestHugeSizes:
             apparent = du(root, "-b")
             assert apparent[os.fsencode(root / "two")] > 2**63  # not wrapped
             assert apparent[os.fsencode(root)] == 2**64 - 1  # saturated
+            assert exported(scanner, root) == {
+                p: float(v) for p, v in apparent.items()
+            }
+
+
+def exported(scanner: Scanner, root: Path) -> dict[bytes, float]:
+    """/metrics' node_disk_usage_bytes of an apparent-size scan at level 1."""
+    values = {"analyzed_path": str(root), "dir_level": 1, "size_mode": "apparent"}
+    scanner.scan(**values)
+    cfg = scanner.config(**values)
+    exp = Exposition(Reader(cfg.db_path), lambda: cfg, CollectorRegistry())
+    body, _, _ = exp.render("", False)
+    return {
+        os.fsencode(s.labels["path"]): s.value
+        for f in text_string_to_metric_families(body.decode())
+        for s in f.samples
+        if s.name == "node_disk_usage_bytes"
+    }
 
 
 def _swap(victim: Path, parked: Path, outside: Path, stop: threading.Event) -> int:
@@ -121,7 +144,7 @@ def _swap(victim: Path, parked: Path, outside: Path, stop: threading.Event) -> i
 class TestSymlinkSwap:
     """A directory swapped for a symlink mid-scan is never followed."""
 
-    def test_racing_swaps_never_leak_outside(self, scanner: Scanner, tmp_path):
+    def test_racing_swaps_never_leak_outside(self, scanner: Scanner, tmp_path: Path) -> None:
         root = tmp_path / "t"
         victim = root / "v"
         for i in range(30):  # many queued directories, read after listing
