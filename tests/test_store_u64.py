@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from du_exporter.scan.model import U64_MAX
 from du_exporter.store.completion import (
-    U64_MAX,
     from_sql,
     sql_add,
     sql_join,

@@ -106,8 +106,12 @@ static u64 sat_add(u64 a, u64 b) {
     return __builtin_add_overflow(a, b, &sum) ? ~0ULL : sum;
 }
 
-/* st_blocks and st_size are signed; a negative one counts as 0. */
+/* st_size is signed; a negative one counts as 0. */
 static u64 unsigned_of(long long v) { return v < 0 ? 0 : (u64)v; }
+
+/* The blocks du counts: it computes st_blocks * 512 in unsigned 64 bits,
+   so only the low 55 bits of st_blocks (signed in userspace) count. */
+static u64 du_blocks(blkcnt_t b) { return (u64)b & ((1ULL << 55) - 1); }
 
 static int grow(void **buf, size_t *cap, size_t need, size_t size) {
     if (need <= *cap) return 0;
@@ -163,7 +167,7 @@ static int owner_add(scan_t *sc, const struct stat *st) {
     for (size_t i = 0; i < sc->n_owners; i++) {
         owner_t *o = &sc->owners[i];
         if (o->uid == st->st_uid) {
-            o->blocks = sat_add(o->blocks, unsigned_of(st->st_blocks));
+            o->blocks = sat_add(o->blocks, du_blocks(st->st_blocks));
             o->apparent = sat_add(o->apparent, unsigned_of(st->st_size));
             o->files++;
             return 0;
@@ -172,7 +176,7 @@ static int owner_add(scan_t *sc, const struct stat *st) {
     owner_t *grown = realloc(sc->owners, (sc->n_owners + 1) * sizeof(owner_t));
     if (!grown) return -1;
     sc->owners = grown;
-    grown[sc->n_owners++] = (owner_t){st->st_uid, unsigned_of(st->st_blocks),
+    grown[sc->n_owners++] = (owner_t){st->st_uid, du_blocks(st->st_blocks),
                                       unsigned_of(st->st_size), 1};
     return 0;
 }
@@ -193,7 +197,7 @@ static int record(scan_t *sc, int kind, const char *name, size_t index,
         r->dev = st->st_dev;
         r->ino = st->st_ino;
         r->uid = st->st_uid;
-        r->blocks = st->st_blocks;
+        r->blocks = (long long)du_blocks(st->st_blocks);
         r->size = st->st_size;
         r->mtime = mtime_of(st);
     }
@@ -217,7 +221,7 @@ static int fold(scan_t *sc, int dfd, const char *name, size_t index) {
         sc->hsum = sat_add(sc->hsum, unsigned_of(st.st_size));
     }
     if (st.st_nlink > 1) return record(sc, REC_LINK, name, index, &st, 0);
-    sc->blocks = sat_add(sc->blocks, unsigned_of(st.st_blocks));
+    sc->blocks = sat_add(sc->blocks, du_blocks(st.st_blocks));
     sc->apparent = sat_add(sc->apparent, unsigned_of(st.st_size));
     return sc->by_owner ? owner_add(sc, &st) : 0;
 }

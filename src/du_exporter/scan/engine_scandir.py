@@ -30,7 +30,7 @@ from typing import Any
 from scandir_rs import ReturnType, Scandir
 
 from du_exporter.scan.fs import fts_order, open_listed
-from du_exporter.scan.model import SIZE_BUCKETS
+from du_exporter.scan.model import SIZE_BUCKETS, du_blocks
 
 
 def scan_dir(
@@ -94,6 +94,7 @@ def _scan_fd(
             mode, nlink, ino, dev = st.st_mode, st.st_nlink, st.st_ino, st.st_dev
             nblocks, size, m, uid = st.st_blocks, st.st_size, st.st_mtime, st.st_uid
         count += 1
+        nblocks = du_blocks(nblocks)
         if S_ISDIR(mode):
             subdirs.append((name, index, dev, ino, nblocks, size, m, uid))
             continue

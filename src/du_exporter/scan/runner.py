@@ -21,7 +21,14 @@ import structlog
 from du_exporter.config import Config
 from du_exporter.errors import ScanAbortedError, ScanError, StoreError
 from du_exporter.paths import Walk, depth_under, plan_walks
-from du_exporter.scan.model import SIZE_BUCKETS, Plan, Unit, UnitResult
+from du_exporter.scan.model import (
+    SIZE_BUCKETS,
+    Plan,
+    Unit,
+    UnitResult,
+    du_blocks,
+    saturate,
+)
 from du_exporter.scan.pool import ScanPool
 from du_exporter.scan.status import ScanStatus
 from du_exporter.store.rows import LinkRow, UnitRow
@@ -128,7 +135,7 @@ class Writer:
         unit = Unit(
             path=path,
             key=b"",
-            disk=st.st_blocks * 512,
+            disk=du_blocks(st.st_blocks) * 512,
             apparent=st.st_size,
             mtime=st.st_mtime,
             linked=self.config.follow_symlinks,
@@ -197,8 +204,8 @@ class Writer:
                 path=res.path,
                 root=export[0] if export else None,
                 level=export[1] if export else None,
-                disk=res.disk,
-                apparent=res.apparent,
+                disk=saturate(res.disk),
+                apparent=saturate(res.apparent),
                 files=res.files,
                 dirs=res.dirs,
                 mtime=res.mtime,
@@ -212,8 +219,8 @@ class Writer:
         totals.histogram_sum += res.histogram_sum
         for owner, (disk, apparent) in res.owners.items():
             sums = totals.owners.setdefault(owner, [0, 0])
-            sums[0] += disk
-            sums[1] += apparent
+            sums[0] = saturate(sums[0] + disk)
+            sums[1] = saturate(sums[1] + apparent)
         for path, reason in res.errors:
             self.log.warning("unreadable", path=os.fsdecode(path), error=reason)
         self.status.progress(walk.roots, totals.entries)

@@ -7,8 +7,9 @@ subdirectory into the unit's totals, and hands back as separate units
 only the subdirectories that must get their own row (see
 :class:`Plan`) or that it gives away to idle workers.
 
-Sizes are exact like GNU du: ``st_blocks * 512`` (``du -B1``) and
-``st_size`` (``du -b``), a directory's own inode included.  An inode
+Sizes are exact like GNU du: ``st_blocks * 512`` (``du -B1``, in 64 bits
+as du computes it) and ``st_size`` (``du -b``), a directory's own inode
+included; the store saturates the sums at 2**64 - 1 as du does.  An inode
 with more than one link is not summed here: it is reported with an
 *order key* so that the parent counts it once, in the directory where du
 would meet it first (depth first, entries in the order the filesystem
@@ -36,12 +37,14 @@ from du_exporter.scan.fs import (
 )
 from du_exporter.scan.ignore import Ignore
 from du_exporter.scan.model import (
+    DU_BLOCKS_WRAP,
     MAX_LINKS,
     SIZE_BUCKETS,
     Hunger,
     Plan,
     Unit,
     UnitResult,
+    du_blocks,
 )
 
 
@@ -299,13 +302,15 @@ class _Walker:
             mtime = max(mtime, st.st_mtime)
             if st.st_nlink > 1 or follow:
                 key = self._key(d.key + index.to_bytes(_KEY_WIDTH, "big"), via)
-                links.append((st.st_dev, st.st_ino, key, st.st_blocks * 512,
+                links.append((st.st_dev, st.st_ino, key,
+                              du_blocks(st.st_blocks) * 512,
                               st.st_size, st.st_uid))
             else:
-                blocks += st.st_blocks
+                nblocks = st.st_blocks % DU_BLOCKS_WRAP  # du_blocks, inlined
+                blocks += nblocks
                 apparent += st.st_size
                 if own is not None:
-                    own(st.st_uid, st.st_blocks * 512, st.st_size)
+                    own(st.st_uid, nblocks * 512, st.st_size)
             if S_ISREG(mode):
                 hist[bisect_left(SIZE_BUCKETS, st.st_size)] += 1
                 hsum += st.st_size
@@ -356,7 +361,7 @@ class _Walker:
         sub = Unit(
             path=path,
             key=key,
-            disk=st.st_blocks * 512,
+            disk=du_blocks(st.st_blocks) * 512,
             apparent=st.st_size,
             mtime=st.st_mtime,
             ancestors=ancestors,

@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import sqlite3
 
+from du_exporter.scan.model import saturate
 
-#: du's sums stop here (it prints "Infinity").
-U64_MAX = 2**64 - 1
+
 _HALF = 0xFFFFFFFF
 
 
 def to_sql(value: int) -> int:
     """An unsigned 64-bit value (saturated) as the int64 SQLite stores."""
-    value = min(value, U64_MAX)
+    value = saturate(value)
     return value - 2**64 if value >= 2**63 else value
 
 
@@ -74,7 +74,7 @@ def owners_with_links(
         sums = out.setdefault(int(uid), [0, 0])
         sums[0] += (halves[0] << 32) + halves[1]
         sums[1] += (halves[2] << 32) + halves[3]
-    return {uid: [min(v, U64_MAX) for v in sums] for uid, sums in out.items()}
+    return {uid: [saturate(v) for v in sums] for uid, sums in out.items()}
 
 
 def resolve_links(c: sqlite3.Connection, gen: int) -> None:
