@@ -19,6 +19,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
+import fusefs
+
 from du_exporter.expose.exposition import Exposition
 from du_exporter.store.reader import Reader
 from du_exporter.store.rows import DirRow
@@ -177,3 +179,50 @@ class TestSymlinkSwap:
             swapper.join()
         rows = scanner.scan(analyzed_path=str(root), dir_level=4, size_mode="apparent")
         assert du(root, "-b", "--max-depth=4") == sizes(rows, "apparent")
+
+
+@pytest.fixture(name="fuse_src")
+def _fuse_src(tmp_path: Path) -> Path:
+    """A tree with hard links across directories, served through FUSE."""
+    if fusefs.unavailable():
+        pytest.skip(str(fusefs.unavailable()))
+    src = tmp_path / "src"
+    write(src / "a" / "f", 5_000)
+    write(src / "d" / "big", 100)
+    write(src / "d" / "e" / "g", 10)
+    os.link(src / "a" / "f", src / "d" / "e" / "f-again")
+    os.link(src / "d" / "big", src / "a" / "big-again")
+    return src
+
+
+class TestFuse:
+    """Values only a FUSE server reports: huge inodes and st_blocks."""
+
+    def test_inodes_above_2_63_and_huge_blocks(
+        self, scanner: Scanner, fuse_src: Path, tmp_path: Path
+    ) -> None:
+        huge = {"d/big": (2**62, 2**63 - 1), "d/e/g": (2**64 - 1, 1)}
+        with fusefs.mounted(fuse_src, tmp_path / "mnt", inode_offset=2**63,
+                            huge=huge) as m:
+            for mode, flag in (("disk", "-B1"), ("apparent", "-b")):
+                rows = scanner.scan(analyzed_path=str(m), dir_level=2,
+                                    size_mode=mode)
+                assert du(m, flag, "--max-depth=2") == sizes(rows, mode)
+
+    def test_directory_turned_symlink_after_listing(
+        self, scanner: Scanner, fuse_src: Path, tmp_path: Path
+    ) -> None:
+        """The fixture turns ``d`` into a symlink once its parent is read,
+        so every walk (and du) sees the symlink already in its lstat: a
+        guard, deterministic; the racing test above reaches the window
+        between lstat and open."""
+        outside = tmp_path / "secret"
+        os.truncate(write(outside / "SECRET", 0), 1 << 40)
+        (outside / "SECRET-DIR").mkdir()
+        swap = {"d": str(outside), "d/e": str(outside)}
+        with fusefs.mounted(fuse_src, tmp_path / "mnt",
+                            swap_after_listing=swap) as m:
+            rows = scanner.scan(analyzed_path=str(m), dir_level=3,
+                                size_mode="apparent")
+            assert not [p for p in rows if b"SECRET" in p]
+            assert du(m, "-b", "--max-depth=3") == sizes(rows, "apparent")
