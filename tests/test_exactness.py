@@ -119,7 +119,7 @@ def exported(scanner: Scanner, root: Path) -> dict[bytes, float]:
     body, _, _ = exp.render("", False)
     return {
         os.fsencode(s.labels["path"]): s.value
-        for f in text_string_to_metric_families(body.decode())
+        for f in text_string_to_metric_families(b"".join(body.pieces).decode())
         for s in f.samples
         if s.name == "node_disk_usage_bytes"
     }

@@ -18,6 +18,8 @@ from du_exporter.scan.model import saturate
 
 
 _HALF = 0xFFFFFFFF
+#: Columns of ``units`` holding stored u64 values.
+U64_COLUMNS = frozenset({"own_disk", "own_apparent", "disk", "apparent"})
 
 
 def to_sql(value: int) -> int:
@@ -29,6 +31,12 @@ def to_sql(value: int) -> int:
 def from_sql(value: int) -> int:
     """The unsigned value of a stored :func:`to_sql` number."""
     return int(value) % 2**64
+
+
+def sql_unsigned(x: str) -> str:
+    """SQL reading stored value ``x`` back as a number >= 0: an INTEGER
+    below 2**63, else a REAL (rounded to float64, as exposed anyway)."""
+    return f"(CASE WHEN {x} < 0 THEN {x} + 18446744073709551616.0 ELSE {x} END)"
 
 
 def sql_halves(x: str) -> tuple[str, str]:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from du_exporter.errors import StoreError
+from du_exporter.store.completion import U64_COLUMNS, sql_unsigned
 from du_exporter.store.db import connect
 from du_exporter.store.rows import (
     GEN_COLUMNS,
@@ -150,7 +151,10 @@ class ReadSession:
         if not set(names) <= _VALUE_COLUMNS:
             msg = f"not value columns: {names!r}"
             raise ValueError(msg)
-        values = "".join(f", {name}" for name in names)
+        values = "".join(
+            f", {sql_unsigned(name) if name in U64_COLUMNS else name}"
+            for name in names
+        )
         return self.conn.execute(
             f"SELECT path, root, level{values} FROM units"  # noqa: S608 - checked columns
             " WHERE gen = ? AND root IS NOT NULL ORDER BY path",
