@@ -65,12 +65,16 @@ def _scan_fd(
         return None
     if sort_big:
         listing = fts_order(listing, itemgetter(1))
-    scan = Scandir(
-        f"/proc/self/fd/{fd}", max_depth=1, return_type=ReturnType.Ext
-    )
     # Ext entries (DirEntryExt, which the stubs name but the module
     # does not export).
-    ext: list[Any] = scan.collect()[0]
+    try:
+        ext: list[Any] = Scandir(
+            f"/proc/self/fd/{fd}", max_depth=1, return_type=ReturnType.Ext
+        ).collect()[0]
+    except Exception:  # noqa: BLE001 - scandir-rs raises a bare Exception too
+        # Its path to the descriptor vanished (renamed, swapped for a
+        # symlink): leave the directory to the exact Python path.
+        return None
     stats = {e.path: e for e in ext
              if not e.is_symlink and e.st_dev == dir_dev}
     count = files = blocks = apparent = hsum = 0
