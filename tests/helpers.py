@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
+import platform
 import subprocess
 import threading
 
@@ -16,7 +18,7 @@ import pytest
 from du_exporter import config as config_mod
 from du_exporter.config import Config
 from du_exporter.scan.pool import ScanPool
-from du_exporter.scan.runner import Writer
+from du_exporter.scan.runner import ScanRunner
 from du_exporter.scan.status import ScanStatus
 from du_exporter.store import db as db_mod
 from du_exporter.store import reader as reader_mod
@@ -92,7 +94,7 @@ class Scanner:
         store = Store.open(cfg.db_path)
         try:
             roots = [os.fsencode(r.path) for r in cfg.roots]
-            ok = Writer(cfg, self.pool, store, ScanStatus(roots)).scan_all(
+            ok = ScanRunner(cfg, self.pool, store, ScanStatus(roots)).scan_all(
                 threading.Event()
             )
         finally:
@@ -119,3 +121,27 @@ def immutable(path: Path) -> Iterator[None]:
         yield
     finally:
         subprocess.run(["chattr", "-i", os.fsencode(path)], check=True)
+
+
+def worker_pids() -> set[int]:
+    """This process's scan workers (``python -m du_exporter.scan.worker``)."""
+    pids = set()
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        with contextlib.suppress(OSError):
+            for pid in map(int, (task / "children").read_text().split()):
+                with contextlib.suppress(OSError):
+                    argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                    if b"du_exporter.scan.worker" in argv:
+                        pids.add(pid)
+    return pids
+
+
+def ioprio_of(pid: int) -> int:
+    """ioprio_get(2) of a process; -1 where unknown."""
+    nr = {"x86_64": 252, "aarch64": 31, "i686": 290, "armv7l": 315}.get(
+        platform.machine()
+    )
+    if nr is None:
+        return -1
+    libc = ctypes.CDLL(None, use_errno=True)
+    return int(libc.syscall(nr, 1, pid))  # 1: IOPRIO_WHO_PROCESS

@@ -14,8 +14,7 @@ import pytest
 from du_exporter.errors import ScanError
 from du_exporter.scan.model import Plan, Unit, UnitResult
 from du_exporter.scan.pool import ScanPool
-from du_exporter.scan.priority import ioprio_of
-from helpers import du, write
+from helpers import du, ioprio_of, worker_pids, write
 
 
 def plan_for(root: Path, iops: float = 0.0) -> tuple[Plan, Unit]:
@@ -47,9 +46,12 @@ class TestPriority:
     def test_levels(self, tmp_path, level, nice, ioclass):
         write(tmp_path / "t" / "f", 10)
         plan, top = plan_for(tmp_path / "t")
+        before = worker_pids()
         with ScanPool(2, level) as pool:
             pool.walk(plan, top, lambda *_: None, threading.Event())
-            for pid in pool.pids():
+            pids = worker_pids() - before
+            assert 2 == len(pids)
+            for pid in pids:
                 want = (nice + os.nice(0), ioclass)
 
                 def seen(pid: int = pid) -> tuple[int, int | None]:
@@ -72,9 +74,12 @@ class TestFailures:
             (root / f"d{i}").mkdir(parents=True)
         plan, top = plan_for(root, iops=50)  # slow: ~2 s per worker
 
+        before = worker_pids()
         with ScanPool(2) as pool:
+            pids = worker_pids() - before
+
             def kill_all() -> None:
-                for pid in pool.pids():
+                for pid in pids:
                     os.kill(pid, signal.SIGKILL)
 
             killer = threading.Timer(0.5, kill_all)
@@ -91,8 +96,10 @@ class TestFailures:
 
     def test_terminate_reaps_everything(self, tmp_path):
         write(tmp_path / "t" / "f", 10)
+        before = worker_pids()
         pool = ScanPool(2)
-        pids = pool.pids()
+        pids = worker_pids() - before
+        assert 2 == len(pids)
         pool.terminate()
         assert not pool.alive()
         for pid in pids:

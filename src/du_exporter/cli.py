@@ -22,7 +22,7 @@ import structlog
 import yaml
 
 from du_exporter import __version__
-from du_exporter.config import BOOLEAN_KEYS, KEYS, Config, load, service_links
+from du_exporter.config import KEYS, TABLE, Config, load, service_links
 from du_exporter.daemon import Daemon, Requests
 from du_exporter.errors import DuExporterError, ScanAbortedError
 from du_exporter.log import configure_logging
@@ -35,54 +35,18 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 log = structlog.get_logger("du_exporter")
 
-HELP = {
-    "analyzed-path": "Root directory to scan [default: /].",
-    "dir-level": "Deepest directory level reported; root = 0 [default: 2].",
-    "multi-paths": "Roots and their levels, PATH=LEVEL,...; replaces "
-    "--analyzed-path and --dir-level.",
-    "bind-address": "HOST:PORT to listen on [default: 0.0.0.0:9995].",
-    "mode": "http (daemon) or file (scan once, write --output-file).",
-    "output-file": "Textfile written in mode file [default: ./du-exporter.prom].",
-    "db-path": "SQLite database [default: ~/.local/state/du-exporter/du-exporter.db].",
-    "batch-size": "Rows per SQLite transaction [default: 1000].",
-    "max-procs": "Worker processes in the scan pool [default: CPU count].",
-    "scan-interval-minutes": "Minutes between scan starts; 0 scans once "
-    "[default: 60].",
-    "keep-generations": "Complete scans kept per root [default: 2].",
-    "ignore-dirs": "Comma-separated absolute paths, globs or names not "
-    "scanned [default: /proc,/dev,/sys,/run].",
-    "one-file-system": "Do not cross mount points (du -x).",
-    "follow-symlinks": "Follow symlinks, loop-safe, each inode once.",
-    "size-mode": "disk (du -B1) or apparent (du -b) [default: disk].",
-    "dir-count": "Export recursive directory counts.",
-    "file-count": "Export recursive file counts.",
-    "size-bucket": "Export the file-size histogram.",
-    "max-iops": "Directory reads plus stats per second, whole pool; 0 = "
-    "unlimited.",
-    "scan-engine": "auto (the C reader when built, else scandir-rs), c, "
-    "scandir-rs or python.",
-    "owner-usage": "Export usage per owner (uid) of each walked root.",
-    "scan-priority": "Workers' CPU/IO priority: normal, low (nice 10, "
-    "best-effort 7) or idle (nice 19, idle I/O class).",
-    "log-level": "debug, info, warning or error [default: info].",
-    "log-format": "json, console or auto (console on a terminal).",
-    "web-config-file": "TLS, basic auth and headers: a Prometheus "
-    "exporter-toolkit web config file.",
-    "basic-auth-users": "Users and bcrypt hashes, USER=HASH,...; merged "
-    "with the web config's basic_auth_users.",
-}
-
 
 def config_options(f: F) -> F:
     """Add ``--config`` and one flag per config key."""
-    for key in reversed(KEYS):
-        name = key.replace("-", "_")
-        if key in BOOLEAN_KEYS:
-            decl = f"--{key}/--no-{key}"
-            f = click.option(decl, name, default=None, help=HELP[key])(f)
+    for key in reversed(TABLE):
+        name = key.name.replace("-", "_")
+        if key.boolean:
+            decl = f"--{key.name}/--no-{key.name}"
+            f = click.option(decl, name, default=None, help=key.help)(f)
         else:
-            f = click.option(f"--{key}", name, default=None, metavar="VALUE",
-                             help=HELP[key])(f)
+            shown = f" [default: {key.shown}]" if key.shown else ""
+            f = click.option(f"--{key.name}", name, default=None,
+                             metavar="VALUE", help=key.help + shown)(f)
     return click.option(
         "--config",
         "config_file",

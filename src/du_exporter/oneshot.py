@@ -15,7 +15,7 @@ from du_exporter.expose.textfile import write_textfile
 from du_exporter.paths import root_levels
 from du_exporter.progress import Progress
 from du_exporter.scan.pool import ScanPool
-from du_exporter.scan.runner import Writer
+from du_exporter.scan.runner import ScanRunner
 from du_exporter.scan.status import ScanStatus
 from du_exporter.store.reader import Reader
 from du_exporter.store.writer import Store
@@ -40,7 +40,7 @@ def run_once(
     status = ScanStatus(list(root_levels(config.roots)))
     try:
         with ScanPool(config.max_procs, config.scan_priority) as pool:
-            writer = Writer(config, pool, store, status)
+            writer = ScanRunner(config, pool, store, status)
             if progress is not None and progress.isatty():
                 with Progress(status, progress):
                     ok = writer.scan_all(stop)

@@ -358,7 +358,7 @@ def export(
         for gen in gens:
             for r in session.rows(gen.id):
                 record = {
-                    "generation": r.gen,
+                    "generation": r.gen_id,
                     "root": label_path(r.root),
                     "path": label_path(r.path),
                     "level": r.level,

@@ -38,7 +38,7 @@ OnResult = Callable[[UnitResult, int, int | None], None]
 
 @dataclass
 class _Task:
-    uid: int
+    unit_id: int
     parent: int | None
     unit: Unit
 
@@ -53,10 +53,10 @@ class _Worker:
     """One worker process and the thread that reads its results."""
 
     def __init__(
-        self, hunger_fd: int, done: queue.SimpleQueue[_Done], level: str
+        self, hunger_fd: int, done: queue.SimpleQueue[_Done], priority: str
     ) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "du_exporter.scan.worker", str(hunger_fd), level],
+            [sys.executable, "-m", "du_exporter.scan.worker", str(hunger_fd), priority],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             pass_fds=(hunger_fd,),
@@ -130,9 +130,6 @@ class ScanPool:
     def alive(self) -> bool:
         """Every worker process is running."""
         return bool(self._workers) and all(w.alive() for w in self._workers)
-
-    def pids(self) -> list[int]:
-        return [w.proc.pid for w in self._workers]
 
     def terminate(self) -> None:
         """Kill the workers now, even mid-unit, and reap them."""
@@ -210,6 +207,6 @@ class _Walk:
             done.worker.task = None
             self.busy -= 1
             for child in done.result.children:
-                self.add(child, task.uid)
+                self.add(child, task.unit_id)
             self.dispatch()
-            self.on_result(done.result, task.uid, task.parent)
+            self.on_result(done.result, task.unit_id, task.parent)

@@ -1,4 +1,4 @@
-"""The single writer: walk each root with the pool, store a generation.
+"""Scan runs: walk each root with the pool, store each as a generation.
 
 Roots nested inside another configured root are not walked on their
 own: the outer walk covers them, and they only decide which directories
@@ -49,8 +49,8 @@ class _Totals:
 class _Batch:
     """Buffer rows; write ``size`` of them per transaction."""
 
-    def __init__(self, store: Store, gen: int, size: int) -> None:
-        self.store, self.gen, self.size = store, gen, size
+    def __init__(self, store: Store, gen_id: int, size: int) -> None:
+        self.store, self.gen_id, self.size = store, gen_id, size
         self.units: list[UnitRow] = []
         self.links: list[LinkRow] = []
 
@@ -62,11 +62,11 @@ class _Batch:
 
     def flush(self) -> None:
         if self.units or self.links:
-            self.store.write_batch(self.gen, self.units, self.links)
+            self.store.write_batch(self.gen_id, self.units, self.links)
             self.units, self.links = [], []
 
 
-class Writer:
+class ScanRunner:
     """Runs scans of every root and stores them."""
 
     def __init__(
@@ -159,19 +159,19 @@ class Writer:
             owner_usage=cfg.owner_usage,
         )
         self.store.drop_incomplete()  # what a failed earlier attempt left
-        gen = self.store.begin_generation(walk.top, time.time())
-        batch = _Batch(self.store, gen, cfg.batch_size)
+        gen_id = self.store.begin_generation(walk.top, time.time())
+        batch = _Batch(self.store, gen_id, cfg.batch_size)
         totals = _Totals()
 
-        def on_result(res: UnitResult, uid: int, parent: int | None) -> None:
-            self._record(walk, res, uid, parent, batch, totals)
+        def on_result(res: UnitResult, unit_id: int, parent: int | None) -> None:
+            self._record(walk, res, unit_id, parent, batch, totals)
 
         try:
             self.pool.walk(plan, top, on_result, stop)
             batch.flush()
             bounds = [*map(float, SIZE_BUCKETS), float("inf")]
             self.store.complete_generation(
-                gen,
+                gen_id,
                 finished=time.time(),
                 entries=totals.entries,
                 unreadable=totals.unreadable,
@@ -182,7 +182,7 @@ class Writer:
             )
         except BaseException:
             with suppress(StoreError):  # a full disk: dropped next time
-                self.store.fail_generation(gen)
+                self.store.fail_generation(gen_id)
             raise
         return totals
 
@@ -190,7 +190,7 @@ class Writer:
         self,
         walk: Walk,
         res: UnitResult,
-        uid: int,
+        unit_id: int,
         parent: int | None,
         batch: _Batch,
         totals: _Totals,
@@ -198,7 +198,7 @@ class Writer:
         export = walk.export_of(res.path)
         batch.add(
             UnitRow(
-                id=uid,
+                id=unit_id,
                 parent=parent,
                 depth=depth_under(res.path, walk.top),
                 path=res.path,
@@ -210,7 +210,7 @@ class Writer:
                 dirs=res.dirs,
                 mtime=res.mtime,
             ),
-            [(uid, *link) for link in res.links],
+            [(unit_id, *link) for link in res.links],
         )
         totals.entries += res.entries
         totals.unreadable += res.unreadable

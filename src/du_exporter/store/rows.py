@@ -52,7 +52,7 @@ class Generation:
 class DirRow:
     """One exported directory of a complete generation."""
 
-    gen: int
+    gen_id: int
     path: bytes
     root: bytes
     level: int

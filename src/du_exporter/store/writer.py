@@ -101,11 +101,11 @@ class Store:
         return len(gens)
 
     @staticmethod
-    def _delete(c: sqlite3.Connection, gens: Sequence[int]) -> None:
-        for gen in gens:
-            c.execute("DELETE FROM units WHERE gen = ?", (gen,))
-            c.execute("DELETE FROM links WHERE gen = ?", (gen,))
-            c.execute("DELETE FROM generations WHERE id = ?", (gen,))
+    def _delete(c: sqlite3.Connection, gen_ids: Sequence[int]) -> None:
+        for gen_id in gen_ids:
+            c.execute("DELETE FROM units WHERE gen = ?", (gen_id,))
+            c.execute("DELETE FROM links WHERE gen = ?", (gen_id,))
+            c.execute("DELETE FROM generations WHERE id = ?", (gen_id,))
 
     def begin_generation(self, root: bytes, started: float) -> int:
         with self.atomic() as c:

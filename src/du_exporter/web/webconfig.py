@@ -26,7 +26,6 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import difflib
 import hashlib
 import hmac
 import os
@@ -41,7 +40,7 @@ from pathlib import Path
 
 import yaml
 
-from du_exporter.errors import ConfigError
+from du_exporter.errors import ConfigError, did_you_mean
 
 
 _SECTIONS = ("tls_server_config", "http_server_config", "basic_auth_users")
@@ -191,9 +190,7 @@ class _Loader:
                 continue
             if isinstance(key, str) and key in _UNSUPPORTED:
                 raise self.fail(_join(where, key), _UNSUPPORTED[key])
-            hint = difflib.get_close_matches(str(key), known, n=1)
-            suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
-            raise self.fail(where, f"unknown key {key!r}{suggestion}")
+            raise self.fail(where, f"unknown key {key!r}{did_you_mean(key, known)}")
 
     def section(
         self, data: Mapping[str, object], name: str, known: Iterable[str]
