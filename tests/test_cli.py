@@ -1,4 +1,4 @@
-"""The command line, as operators run it: real processes (SPEC §1, §2)."""
+"""The command line, as operators run it: real processes."""
 
 # The project asks for `assert expected == actual` (STYLE.md, structlog).
 from __future__ import annotations

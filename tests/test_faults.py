@@ -1,7 +1,7 @@
 """Crashes, signals and database faults: nothing lost, nothing faked.
 
 Real exporter processes, real SIGKILL/SIGTERM, real SQLite files, a real
-full filesystem; GNU du is the reference (SPEC §5, §6, §7).
+full filesystem; GNU du is the reference.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Hostile trees: unreadable, changing, looping, huge, oddly named.
 
 Each tree is scanned by the real exporter (mode ``file`` or ``http``)
-and compared with GNU du run the same way in the test (SPEC §3, §4).
+and compared with GNU du run the same way in the test.
 """
 
 from __future__ import annotations

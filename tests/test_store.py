@@ -1,4 +1,4 @@
-"""The SQLite store on real files: generations, crashes, migrations (SPEC §6)."""
+"""The SQLite store on real files: generations, crashes, migrations."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""TLS, basic auth and headers: the exporter-toolkit web config (SPEC §5).
+"""TLS, basic auth and headers: the exporter-toolkit web config.
 
 Certificates are made here with ``cryptography``: a CA, a server and a
 client certificate it signs, and a client certificate from another CA.

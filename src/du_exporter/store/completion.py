@@ -66,7 +66,7 @@ def sql_add(x: str, hi_sum: str, lo_sum: str) -> str:
 
 
 def owners_with_links(
-    c: sqlite3.Connection, gen: int, owners: dict[int, list[int]]
+    c: sqlite3.Connection, gen_id: int, owners: dict[int, list[int]]
 ) -> dict[int, list[int]]:
     """Add each link's inode once to its owner (where du meets it first)."""
     out = {uid: list(sums) for uid, sums in owners.items()}
@@ -77,7 +77,7 @@ def owners_with_links(
         " (SELECT uid, disk, apparent, row_number() OVER"
         "   (PARTITION BY dev, ino ORDER BY key) AS rn"
         "  FROM links WHERE gen = ?) WHERE rn = 1 GROUP BY uid",
-        (gen,),
+        (gen_id,),
     ):
         sums = out.setdefault(int(uid), [0, 0])
         sums[0] += (halves[0] << 32) + halves[1]
@@ -85,7 +85,7 @@ def owners_with_links(
     return {uid: [saturate(v) for v in sums] for uid, sums in out.items()}
 
 
-def resolve_links(c: sqlite3.Connection, gen: int) -> None:
+def resolve_links(c: sqlite3.Connection, gen_id: int) -> None:
     """Count each (dev, ino) once, in the unit where du meets it first."""
     dh, dl = sql_sum("disk")
     ah, al = sql_sum("apparent")
@@ -97,22 +97,22 @@ def resolve_links(c: sqlite3.Connection, gen: int) -> None:
         "     (PARTITION BY dev, ino ORDER BY key) AS rn"
         "    FROM links WHERE gen = ?) WHERE rn = 1 GROUP BY unit) AS l"
         " WHERE units.gen = ? AND units.id = l.unit",
-        (gen, gen),
+        (gen_id, gen_id),
     )
 
 
-def sum_subtrees(c: sqlite3.Connection, gen: int) -> None:
+def sum_subtrees(c: sqlite3.Connection, gen_id: int) -> None:
     """Fold every unit into its parent, deepest first."""
     c.execute(
         "UPDATE units SET disk = own_disk, apparent = own_apparent,"
         " files = own_files, dirs = own_dirs, mtime = own_mtime"
         " WHERE gen = ?",
-        (gen,),
+        (gen_id,),
     )
     depths = [r[0] for r in c.execute(
         "SELECT DISTINCT depth FROM units WHERE gen = ? AND depth > 0"
         " ORDER BY depth DESC",
-        (gen,),
+        (gen_id,),
     )]
     dh, dl = sql_sum("disk")
     ah, al = sql_sum("apparent")
@@ -126,5 +126,5 @@ def sum_subtrees(c: sqlite3.Connection, gen: int) -> None:
             f"   {al} AS al, SUM(files) AS f, SUM(dirs) AS n, MAX(mtime) AS m"
             "   FROM units WHERE gen = ? AND depth = ? GROUP BY parent) AS s"
             " WHERE units.gen = ? AND units.id = s.parent",
-            (gen, depth, gen),
+            (gen_id, depth, gen_id),
         )
