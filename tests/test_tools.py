@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 import yaml
 
-from du_exporter.ops.tools import parse_since
+from du_exporter.ops.select import parse_since
 from du_exporter.paths import label_path
 from du_exporter.store.reader import Reader
 from du_exporter.store.rows import Generation, UnitRow

@@ -27,7 +27,11 @@ from du_exporter.daemon import Daemon, Requests
 from du_exporter.errors import DuExporterError, ScanAbortedError
 from du_exporter.log import configure_logging
 from du_exporter.oneshot import run_once
-from du_exporter.ops import tools
+from du_exporter.ops.dbadmin import backup, check
+from du_exporter.ops.diff import compare, render_diff
+from du_exporter.ops.export import stream
+from du_exporter.ops.select import parse_since
+from du_exporter.ops.top import render_top, top_rows
 from du_exporter.store.reader import Reader
 
 
@@ -159,7 +163,7 @@ def _point_in_time(
     if value is None:
         return None
     try:
-        return tools.parse_since(value, time.time())
+        return parse_since(value, time.time())
     except ValueError as e:
         raise click.BadParameter(str(e), param=param) from None
 
@@ -188,9 +192,9 @@ def top(
 ) -> None:
     """Largest directories from the last complete scan (no rescan)."""
     config = _settings(ctx, config_file, params).load()
-    rows = tools.top_rows(Reader(config.db_path), config, path, count, stale)
+    rows = top_rows(Reader(config.db_path), config, path, count, stale)
     click.echo(
-        tools.render(rows, config, fmt, stale=stale is not None), nl=False
+        render_top(rows, config, fmt, stale=stale is not None), nl=False
     )
 
 
@@ -223,8 +227,8 @@ def diff(
     (keep-generations, default 2).
     """
     config = _settings(ctx, config_file, params).load()
-    result = tools.diff(Reader(config.db_path), config, path, count, since)
-    click.echo(tools.render_diff(result, fmt), nl=False)
+    result = compare(Reader(config.db_path), config, path, count, since)
+    click.echo(render_diff(result, fmt), nl=False)
 
 
 @cli.command("export")
@@ -248,7 +252,7 @@ def export(
     """Every exported directory of the last complete scan, streamed."""
     config = _settings(ctx, config_file, params).load()
     try:
-        tools.export(Reader(config.db_path), generation, fmt, sys.stdout)
+        stream(Reader(config.db_path), generation, fmt, sys.stdout)
         sys.stdout.flush()
     except BrokenPipeError:
         # The reader went away (| head): stop quietly, as Python's docs
@@ -269,7 +273,7 @@ def db() -> None:
 def db_check(ctx: click.Context, /, config_file: Path | None, **params: Any) -> None:
     """Check integrity, schema version and the generations present."""
     config = _settings(ctx, config_file, params).load()
-    ok, report = tools.check(config.db_path)
+    ok, report = check(config.db_path)
     click.echo(report, nl=False)
     ctx.exit(0 if ok else 1)
 
@@ -283,7 +287,7 @@ def db_backup(
 ) -> None:
     """Copy the database to DEST with SQLite's online backup."""
     config = _settings(ctx, config_file, params).load()
-    tools.backup(config.db_path, dest)
+    backup(config.db_path, dest)
     click.echo(f"backed up {config.db_path} to {dest}")
 
 
