@@ -7,9 +7,10 @@ import ctypes
 import os
 import platform
 import subprocess
+import sys
 import threading
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import pytest
 
 from du_exporter import config as config_mod
 from du_exporter.config import Config
+from du_exporter.paths import label_path
 from du_exporter.scan.pool import ScanPool
 from du_exporter.scan.runner import ScanRunner
 from du_exporter.scan.status import ScanStatus
@@ -59,6 +61,62 @@ def du(path: Path | bytes, *args: str) -> dict[bytes, int]:
         size, _, name = record.partition(b"\t")
         result[name] = 2**64 - 1 if size == b"Infinity" else int(size)
     return result
+
+
+def du_labels(
+    root: Path | bytes, *args: str, prefix: tuple[str, ...] = ()
+) -> dict[str, int]:
+    """du's sizes keyed like the exporter's ``path`` labels.
+
+    ``prefix`` runs du under a wrapper (``setpriv ...``), as the exporter.
+    """
+    done = subprocess.run(
+        [*prefix, "du", "-0", *args, os.fsencode(root)],
+        capture_output=True, check=False,
+    )
+    result = {}
+    for record in filter(None, done.stdout.split(b"\0")):
+        size, _, name = record.partition(b"\t")
+        result[label_path(name)] = int(size)
+    return result
+
+
+def clean_env(home: Path, **extra: str) -> dict[str, str]:
+    """os.environ without DU_EXPORTER_*, with a private HOME and state."""
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("DU_EXPORTER_")
+    }
+    env["HOME"] = str(home)
+    env["XDG_STATE_HOME"] = str(home / "state")
+    env.update(extra)
+    return env
+
+
+def run(
+    home: Path,
+    *args: str | Path,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 60,
+) -> subprocess.CompletedProcess[str]:
+    """``du-exporter ARGS`` in a real process, cwd and HOME in ``home``."""
+    return subprocess.run(
+        [sys.executable, "-m", "du_exporter", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=home,
+        env=clean_env(home) if env is None else dict(env),
+        timeout=timeout,
+        check=False,
+    )
+
+
+def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
+    """The single ``du-exporter: error: ...`` line on stderr."""
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.splitlines()
+    assert 1 == len(lines), proc.stderr
+    assert lines[0].startswith("du-exporter: error: ")
+    return lines[0]
 
 
 def write(path: Path, size: int, *, sparse: bool = False) -> Path:

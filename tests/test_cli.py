@@ -9,7 +9,6 @@ import json
 import os
 import sqlite3
 import subprocess
-import sys
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ import yaml
 from du_exporter import __version__
 from du_exporter.cli import cli
 from du_exporter.config import BOOLEAN_KEYS, KEYS
+from helpers import clean_env, one_error_line, run
 
 
 COMMANDS = [
@@ -39,41 +39,6 @@ CONFIGURED = [c for c in COMMANDS if c != ["db"]]
 
 def command_id(command: list[str]) -> str:
     return " ".join(command) or "main"
-
-
-def clean_env(home: Path, **extra: str) -> dict[str, str]:
-    """os.environ without DU_EXPORTER_*, with a private HOME and state."""
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith("DU_EXPORTER_")
-    }
-    env["HOME"] = str(home)
-    env["XDG_STATE_HOME"] = str(home / "state")
-    env.update(extra)
-    return env
-
-
-def run(
-    home: Path, *args: str | Path, env: Mapping[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    """``du-exporter ARGS`` in a real process, cwd and HOME in ``home``."""
-    return subprocess.run(
-        [sys.executable, "-m", "du_exporter", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=home,
-        env=clean_env(home) if env is None else dict(env),
-        timeout=60,
-        check=False,
-    )
-
-
-def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
-    """The single ``du-exporter: error: ...`` line on stderr."""
-    assert "Traceback" not in proc.stderr
-    lines = proc.stderr.splitlines()
-    assert 1 == len(lines), proc.stderr
-    assert lines[0].startswith("du-exporter: error: ")
-    return lines[0]
 
 
 def du_bytes(path: str, flag: str = "-sB1") -> int:

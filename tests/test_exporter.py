@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from du_exporter.scan.walker import engine_name
-from exporter import Exporter, clean_env, parse, value
-from helpers import du, write
+from exporter import Exporter, parse, value
+from helpers import clean_env, du, write
 
 
 def tree(base: Path) -> Path:

@@ -14,7 +14,6 @@ from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as om_parse,
 )
-from prometheus_client.parser import text_string_to_metric_families
 
 from du_exporter.expose.exposition import Exposition
 from du_exporter.expose.families import directory_families
@@ -23,12 +22,12 @@ from du_exporter.expose.render import (
     gunzip,
     render_gzip,
 )
-from du_exporter.paths import unlabel_path
 from du_exporter.store.reader import Reader
 from du_exporter.store.rows import UnitRow
 from du_exporter.store.writer import Store
 from du_exporter.web.server import Body
-from helpers import Scanner, du, trace_sql, write
+from exporter import parse, sizes
+from helpers import Scanner, du_labels, trace_sql, write
 
 
 OM = "application/openmetrics-text; version=1.0.0; charset=utf-8"
@@ -44,15 +43,6 @@ def renders(queries: list[str]) -> int:
     """Directory families rendered: each reads the rows of every
     per-directory family from the store."""
     return sum("FROM units" in q for q in queries)
-
-
-def sizes(text: str) -> dict[bytes, float]:
-    return {
-        os.fsencode(s.labels["path"]): s.value
-        for f in text_string_to_metric_families(text)
-        for s in f.samples
-        if s.name == "node_disk_usage_bytes"
-    }
 
 
 class Fixture:
@@ -97,7 +87,7 @@ class TestCache:
             text = fx.text()
             assert f"fresh_value {float(i)}" in text  # fresh half is fresh
         assert [] == [q for q in fx.queries if "FROM units" in q]
-        assert sizes(first) == sizes(text)
+        assert sizes(parse(first)) == sizes(parse(text))
 
     def test_new_generation_is_rendered(self, scanner, tmp_path, monkeypatch):
         fx = make(scanner, tmp_path, monkeypatch)
@@ -108,20 +98,20 @@ class TestCache:
         fx.queries.clear()
         text = fx.text()
         assert renders(fx.queries)
-        assert du(fx.root, "-B1", "--max-depth=1") == sizes(text)
+        assert du_labels(fx.root, "-B1", "--max-depth=1") == sizes(parse(text))
 
     def test_running_scan_is_invisible(self, scanner, tmp_path, monkeypatch):
         """A generation being written never shows, not even in part."""
         fx = make(scanner, tmp_path, monkeypatch)
-        before = sizes(fx.text())
+        before = sizes(parse(fx.text()))
         store = Store.open(fx.cfg.db_path)
         try:
             gen = store.begin_generation(os.fsencode(fx.root), 0.0)
             row = UnitRow(0, None, 0, os.fsencode(fx.root), os.fsencode(fx.root),
                           0, 1, 1, 0, 0, 0.0)
             store.write_batch(gen, [row], [])
-            assert before == sizes(fx.text())
-            assert before == sizes(whole(Exposition(Reader(fx.cfg.db_path), lambda: fx.cfg, fx.fresh).render("", False)[0]).decode())
+            assert before == sizes(parse(fx.text()))
+            assert before == sizes(parse(whole(Exposition(Reader(fx.cfg.db_path), lambda: fx.cfg, fx.fresh).render("", False)[0]).decode()))
         finally:
             store.close()
 
@@ -142,7 +132,7 @@ class TestFormats:
         plain = fx.text()
         assert plain == fx.text(encoding="gzip")
         assert fx.text(OM) == fx.text(OM, "gzip, deflate")
-        assert du(fx.root, "-B1", "--max-depth=1") == sizes(plain)
+        assert du_labels(fx.root, "-B1", "--max-depth=1") == sizes(parse(plain))
 
 
 def reference(families) -> tuple[bytes, bytes]:
@@ -207,14 +197,8 @@ class TestFormatter:
         cfg = scanner.config(analyzed_path=str(root), dir_level=2, **options)
         scanner.scan(analyzed_path=str(root), dir_level=2, **options)
         text = assert_agrees(cfg)
-        exported = {
-            unlabel_path(s.labels["path"]): s.value
-            for f in text_string_to_metric_families(text.decode())
-            for s in f.samples
-            if s.name == "node_disk_usage_bytes"
-        }
         flag = "-B1" if cfg.size_mode == "disk" else "-b"
-        assert du(root, flag, "--max-depth=2") == exported
+        assert du_labels(root, flag, "--max-depth=2") == sizes(parse(text.decode()))
 
     def test_huge_values_and_many_rows(self, scanner, tmp_path):
         """Values past 2**53 and Go's exponent switch, negative and
@@ -288,15 +272,15 @@ class TestKeySource:
     def test_scrapers_get_the_old_generation_while_one_renders(self, scanner, tmp_path, monkeypatch):
         """During a render, others are served the previous generation whole."""
         fx = make(scanner, tmp_path, monkeypatch)
-        old = sizes(fx.text())
+        old = sizes(parse(fx.text()))
         write(fx.root / "c" / "h", 50_000)
         fx.scan()
         with fx.exp._render_lock:  # another scraper is rendering
-            assert old == sizes(fx.text())
-            assert old == sizes(fx.text(OM))
-        new = sizes(fx.text(OM))  # and then the new one, in every format
-        assert du(fx.root, "-B1", "--max-depth=1") == new
-        assert new == sizes(fx.text())
+            assert old == sizes(parse(fx.text()))
+            assert old == sizes(parse(fx.text(OM)))
+        new = sizes(parse(fx.text(OM)))  # and then the new one, in every format
+        assert du_labels(fx.root, "-B1", "--max-depth=1") == new
+        assert new == sizes(parse(fx.text()))
 
     def test_fresh_half_follows_the_generation(self, scanner, tmp_path, monkeypatch):
         """The TTL-cached self metrics never lag behind the rows."""

@@ -25,8 +25,8 @@ from prometheus_client.openmetrics.parser import (
 )
 
 from du_exporter.paths import label_path
-from exporter import Exporter, Samples, clean_env, parse, run, value
-from helpers import du, write
+from exporter import Exporter, Samples, parse, sizes, value
+from helpers import clean_env, du, du_labels, run, write
 
 
 #: Run as root but without the capabilities that let root read anything.
@@ -57,29 +57,6 @@ def file_mode(
     events = [json.loads(line) for line in proc.stderr.splitlines()]
     samples = parse(out.read_bytes().decode()) if out.exists() else {}
     return proc, samples, events
-
-
-def sizes(samples: Samples, name: str = "node_disk_usage_bytes") -> dict[str, int]:
-    return {
-        dict(labels)["path"]: int(v)
-        for (n, labels), v in samples.items()
-        if n == name
-    }
-
-
-def du_labels(root: Path | bytes, *args: str, prefix: tuple[str, ...] = ()) -> dict[str, int]:
-    """du's sizes keyed like the exporter's labels."""
-    if prefix:
-        done = subprocess.run(
-            [*prefix, "du", "-0", *args, os.fsencode(root)],
-            capture_output=True, check=False,
-        )
-        result = {}
-        for record in filter(None, done.stdout.split(b"\0")):
-            size, _, name = record.partition(b"\t")
-            result[label_path(name)] = int(size)
-        return result
-    return {label_path(p): s for p, s in du(root, *args).items()}
 
 
 def promtool(text: bytes) -> None:

@@ -9,7 +9,7 @@ import sys
 
 from pathlib import Path
 
-from exporter import clean_env
+from helpers import clean_env
 
 
 def run_file_mode(tmp_path: Path, stderr: int) -> subprocess.CompletedProcess[bytes]:

@@ -31,7 +31,8 @@ import bcrypt
 import pytest
 import yaml
 
-from exporter import Exporter, clean_env
+from exporter import Exporter
+from helpers import clean_env
 from promserver import (
     REPO,
     Prometheus,

@@ -15,8 +15,6 @@ import http.client
 import ipaddress
 import socket
 import ssl
-import subprocess
-import sys
 import threading
 import time
 
@@ -41,7 +39,8 @@ from du_exporter.errors import ConfigError
 from du_exporter.web import webconfig as web_config
 from du_exporter.web.server import Pages, ServerHandle, start_server
 from du_exporter.web.webconfig import BasicAuth, WebConfig
-from exporter import Exporter, clean_env
+from exporter import Exporter
+from helpers import run
 
 
 # --- certificates
@@ -1069,18 +1068,6 @@ class TestConfigKeys:
 
 
 # --- the real program
-
-def run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "du_exporter", *args],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=clean_env(tmp_path),
-        timeout=60,
-        check=False,
-    )
-
 
 CLI_BAD = [
     pytest.param(None, "cannot read: No such file", id="missing-file"),
