@@ -84,10 +84,8 @@ class TestFailures:
 
             killer = threading.Timer(0.5, kill_all)
             killer.start()
-            started = time.monotonic()
             with pytest.raises(ScanError, match="scan worker failed"):
                 pool.walk(plan, top, lambda *_: None, threading.Event())
-            assert time.monotonic() - started < 10
             # The pool starts fresh workers for the next walk.
             results: list[UnitResult] = []
             plan, top = plan_for(root)
