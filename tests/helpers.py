@@ -16,7 +16,10 @@ from typing import Any
 
 import pytest
 
+from click.testing import CliRunner
+
 from du_exporter import config as config_mod
+from du_exporter.cli import main
 from du_exporter.config import Config
 from du_exporter.paths import label_path
 from du_exporter.scan.pool import ScanPool
@@ -107,6 +110,39 @@ def run(
         env=clean_env(home) if env is None else dict(env),
         timeout=timeout,
         check=False,
+    )
+
+
+def invoke(
+    home: Path, *args: str | Path, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``du-exporter ARGS`` in this process, through click's CliRunner.
+
+    For what is decided before anything starts (help, usage and config
+    errors, check-config): the same entry point, exit code and streams
+    as :func:`run`, without a Python start-up per case.
+    """
+    environ = clean_env(home) if env is None else dict(env)
+    unset: dict[str, str | None] = {k: None for k in os.environ if k not in environ}
+    argv = ["du-exporter", *map(str, args)]
+    code: object = 0
+    saved = sys.argv
+    with contextlib.chdir(home), CliRunner().isolation(
+        env={**unset, **environ}
+    ) as (out, err, _):
+        sys.argv = argv
+        try:
+            main()
+        except SystemExit as e:
+            code = e.code
+        finally:
+            sys.argv = saved
+        stdout, stderr = out.getvalue(), err.getvalue()
+    return subprocess.CompletedProcess(
+        argv,
+        code if isinstance(code, int) else 1,
+        stdout.decode(),
+        stderr.decode(),
     )
 
 
