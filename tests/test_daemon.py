@@ -136,6 +136,7 @@ class TestSignals:
             exp.signal(signal.SIGHUP)
             reloaded = exp.wait_event("reloaded")
             assert [str(root)] == reloaded["rescan"]
+            exp.wait_event("scan_started", 2)  # the rescan is logged
             # The running scan was abandoned, not waited for.
             assert ["scan_aborted", "reloaded", "scan_started"] == [
                 e for e in after(names(exp), "scan_started")
