@@ -28,6 +28,7 @@ from du_exporter.errors import DuExporterError, ScanAbortedError
 from du_exporter.log import configure_logging
 from du_exporter.oneshot import run_once
 from du_exporter.ops import tools
+from du_exporter.progress import Terminal
 from du_exporter.store.reader import Reader
 
 
@@ -137,16 +138,18 @@ def cli(ctx: click.Context, /, config_file: Path | None, **params: Any) -> None:
     if ctx.invoked_subcommand is not None:
         return
     config = settings.load()
-    configure_logging(config.log_level, config.log_format)
+    # Log lines and the progress line of mode file share stderr.
+    terminal = Terminal(sys.stderr)
+    configure_logging(config.log_level, config.log_format, terminal)
     if links := service_links(os.environ):
         log.debug("environment_ignored", variables=links,
                   reason="Kubernetes service links, not config keys")
     if config.mode == "file":
-        ctx.exit(_run_once(config))
+        ctx.exit(_run_once(config, terminal))
     _serve(config, settings.load)
 
 
-def _run_once(config: Config) -> int:
+def _run_once(config: Config, terminal: Terminal) -> int:
     """Mode file; SIGTERM or SIGINT abandon the scan and end the process
     by that signal (exit status 143 or 130), as an unhandled one would."""
     stop, stopped_by = threading.Event(), []
@@ -158,7 +161,7 @@ def _run_once(config: Config) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
-        return run_once(config, progress=sys.stderr, stop=stop)
+        return run_once(config, progress=terminal, stop=stop)
     except ScanAbortedError:
         if not stopped_by:
             raise
