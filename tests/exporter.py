@@ -148,12 +148,15 @@ class Exporter:
 
 
 def run(
-    home: Path, *args: str | Path, timeout: float = 60
+    home: Path, *args: str | Path, timeout: float = 60,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """``du-exporter ARGS`` to completion, cwd and HOME in ``home``."""
+    """``du-exporter ARGS`` to completion, cwd and HOME in ``home``, with
+    ``env`` added to the environment."""
     return subprocess.run(
         [sys.executable, "-m", "du_exporter", *map(str, args)],
-        capture_output=True, text=True, cwd=home, env=clean_env(home),
+        capture_output=True, text=True, cwd=home,
+        env={**clean_env(home), **(env or {})},
         timeout=timeout, check=False,
     )
 

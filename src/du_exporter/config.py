@@ -454,10 +454,11 @@ def build(
 
 
 def _web(v: Mapping[str, Any]) -> dict[str, Any]:
-    """The two web keys, the file loaded once so a bad one stops here."""
+    """The two web keys, the file checked so a bad one stops here; its
+    TLS material is loaded only where it is used (the server, check-config)."""
     path: Path | None = v.get("web-config-file")
     users: tuple[tuple[str, str], ...] = v.get("basic-auth-users", ())
-    web_config.load(path, users)
+    web_config.check(path, users)
     return {"web_config_file": path, "basic_auth_users": users}
 
 
