@@ -37,6 +37,7 @@ from du_exporter.paths import (
 )
 from du_exporter.store.reader import Reader, ReadSession
 from du_exporter.store.rows import DirRow, Generation
+from du_exporter.web import sunburst
 
 
 #: Child directories listed on one page; the rest are summed in one row.
@@ -70,6 +71,8 @@ class Listing:
     crumbs: list[tuple[bytes, bool]]
     #: The configured dir-level of the root exporting the directory.
     level: int | None
+    #: The subtree the sunburst draws: children and grandchildren.
+    picture: sunburst.Node
 
 
 def _join(parent: bytes, name: bytes) -> bytes:
@@ -128,7 +131,16 @@ def listing(reader: Reader, config: Config, path: bytes) -> Listing:
             raise NotFound(msg)
         uid, row = found
         depth = depth_under(row.path, top) + 1
-        kids = [r for _, r in s.child_dirs(gen.id, depth, uid)]
+        pairs = list(s.child_dirs(gen.id, depth, uid))
+        kids = [r for _, r in pairs]
+        # The sunburst's second ring: below the children wide enough for
+        # one (36 at most, as each spans a tenth of a turn or more).
+        whole = size_of(config.size_mode, row)
+        grand = {
+            r.path: [g for _, g in s.child_dirs(gen.id, depth + 1, u)]
+            for u, r in pairs
+            if r.dirs and size_of(config.size_mode, r) * 360 >= whole * sunburst.PARENT_DEGREES
+        }
         before, old = None, {}
         if previous is not None:
             was = _locate(s, previous.id, top, path, nested)[0]
@@ -153,6 +165,13 @@ def listing(reader: Reader, config: Config, path: bytes) -> Listing:
         nested=extra,
         crumbs=chain,
         level=roots.get(row.root),
+        picture=sunburst.Node(row.path, size_of(config.size_mode, row), tuple(
+            sunburst.Node(r.path, size_of(config.size_mode, r), tuple(
+                sunburst.Node(g.path, size_of(config.size_mode, g))
+                for g in grand.get(r.path, ())
+            ))
+            for r in kids
+        )),
     )
 
 
@@ -255,6 +274,8 @@ padding:.55em 1.1em;min-width:8.5em}
 letter-spacing:.05em}
 .card .v{font-size:1.3em;font-weight:600;font-variant-numeric:tabular-nums}
 p.meta{color:var(--muted);margin:.2em 0 1.1em;font-size:.9em}
+svg.sunburst{display:block;margin:0 auto 1.1em;max-width:100%;height:auto}
+svg.sunburst a:hover path{opacity:.8}
 table{width:100%;border-collapse:separate;border-spacing:0;background:#fff;
 border:1px solid var(--line);border-radius:8px;overflow:hidden}
 th{font-size:.75em;text-transform:uppercase;letter-spacing:.05em;
@@ -453,6 +474,9 @@ def _notes(lst: Listing) -> list[str]:
 def render_listing(lst: Listing, config: Config) -> str:
     """The page of one directory."""
     body = [_crumbs(lst.crumbs), _cards(lst, config), _meta(lst, config)]
+    if lst.picture.children:
+        label = f"Sunburst of {display(lst.directory.path)}: subdirectories by size"
+        body.append(sunburst.render(lst.picture, _href, label))
     rows = _rows(lst, config)
     if rows:
         change = '<th class="num">change</th>' if lst.previous else ""
