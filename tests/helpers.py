@@ -101,13 +101,14 @@ def run(
     env: Mapping[str, str] | None = None,
     timeout: float = 60,
 ) -> subprocess.CompletedProcess[str]:
-    """``du-exporter ARGS`` in a real process, cwd and HOME in ``home``."""
+    """``du-exporter ARGS`` in a real process, cwd and HOME in ``home``,
+    with ``env`` on top of the clean environment."""
     return subprocess.run(
         [sys.executable, "-m", "du_exporter", *map(str, args)],
         capture_output=True,
         text=True,
         cwd=home,
-        env=clean_env(home) if env is None else dict(env),
+        env={**clean_env(home), **(env or {})},
         timeout=timeout,
         check=False,
     )

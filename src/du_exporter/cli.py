@@ -32,7 +32,10 @@ from du_exporter.ops.diff import compare, render_diff
 from du_exporter.ops.export import stream
 from du_exporter.ops.select import parse_since
 from du_exporter.ops.top import render_top, top_rows
+from du_exporter.progress import Terminal
 from du_exporter.store.reader import Reader
+from du_exporter.web import healthcheck as health
+from du_exporter.web import webconfig as web_config
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -105,16 +108,21 @@ def cli(ctx: click.Context, /, config_file: Path | None, **params: Any) -> None:
     if ctx.invoked_subcommand is not None:
         return
     config = settings.load()
-    configure_logging(config.log_level, config.log_format)
+    # Log lines and the progress line of mode file share stderr.
+    terminal = Terminal(sys.stderr)
+    configure_logging(config.log_level, config.log_format, terminal)
     if links := service_links(os.environ):
         log.debug("environment_ignored", variables=links,
                   reason="Kubernetes service links, not config keys")
     if config.mode == "file":
-        ctx.exit(_run_once(config))
+        ctx.exit(_run_once(config, terminal))
+    # The TLS material loads before anything starts: a certificate that
+    # does not match its key stops the exporter with nothing created.
+    web_config.load(config.web_config_file, config.basic_auth_users)
     _serve(config, settings.load)
 
 
-def _run_once(config: Config) -> int:
+def _run_once(config: Config, terminal: Terminal) -> int:
     """Mode file; SIGTERM or SIGINT abandon the scan and end the process
     by that signal (exit status 143 or 130), as an unhandled one would."""
     stop, stopped_by = threading.Event(), []
@@ -126,7 +134,7 @@ def _run_once(config: Config) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
-        return run_once(config, progress=sys.stderr, stop=stop)
+        return run_once(config, progress=terminal, stop=stop)
     except ScanAbortedError:
         if not stopped_by:
             raise
@@ -151,8 +159,13 @@ def _serve(config: Config, reload_config: Callable[[], Config]) -> None:
 @config_options
 @click.pass_context
 def check_config(ctx: click.Context, /, config_file: Path | None, **params: Any) -> None:
-    """Validate the configuration and print the effective values."""
+    """Validate the configuration and print the effective values.
+
+    The web config's certificates and keys are loaded as the server
+    would, so a certificate that does not match its key fails here.
+    """
     config = _settings(ctx, config_file, params).load()
+    web_config.load(config.web_config_file, config.basic_auth_users)
     click.echo(yaml.safe_dump(config.summary(), sort_keys=False), nl=False)
 
 
@@ -289,6 +302,25 @@ def db_backup(
     config = _settings(ctx, config_file, params).load()
     backup(config.db_path, dest)
     click.echo(f"backed up {config.db_path} to {dest}")
+
+
+@cli.command("healthcheck")
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=5.0,
+              show_default=True, metavar="SECONDS",
+              help="Give up on the probe after this long.")
+@config_options
+@click.pass_context
+def healthcheck(
+    ctx: click.Context, /, timeout: float, config_file: Path | None, **params: Any
+) -> None:
+    """Probe the running exporter's /-/healthy: exit 0 when it answers.
+
+    Reads the same configuration and environment as the exporter: the
+    port of bind-address (on loopback when it listens on every
+    address), and TLS from web-config-file.  For a container HEALTHCHECK.
+    """
+    config = _settings(ctx, config_file, params).load()
+    click.echo(health.probe(config, timeout))
 
 
 def _one_line(text: str) -> str:

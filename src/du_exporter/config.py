@@ -502,7 +502,9 @@ def build(
             if (f := key.replace("-", "_")) in plain
         },
     )
-    config.web()  # a bad web config file stops here, before anything starts
+    # A bad web config file stops here, before anything starts; its TLS
+    # material is loaded only where it is used (the server, check-config).
+    web_config.check(config.web_config_file, config.basic_auth_users)
     return config
 
 

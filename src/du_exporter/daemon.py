@@ -30,7 +30,7 @@ from du_exporter.expose.families import (
     make_registry,
 )
 from du_exporter.notify import notify, start_watchdog
-from du_exporter.paths import Walk, plan_walks, root_levels
+from du_exporter.paths import Walk, display, plan_walks, root_levels
 from du_exporter.scan.pool import ScanPool
 from du_exporter.scan.runner import ScanRunner
 from du_exporter.scan.status import ScanStatus
@@ -313,7 +313,7 @@ class Daemon:
         schedule = self.schedule
         log.info(
             "started",
-            roots=[r.path for r in self.config.roots],
+            roots=[display(os.fsencode(r.path)) for r in self.config.roots],
             engine=engine_name(self.config.scan_engine),
             next_scan=wall_time(schedule.next_due()),
         )
@@ -365,7 +365,7 @@ class Daemon:
             retry = [d for t in failed if (d := self.schedule.due.get(t)) is not None]
             log.info(
                 "scan_retry",
-                roots=[os.fsdecode(t) for t in failed],
+                roots=[display(t) for t in failed],
                 next_scan=wall_time(min(retry, default=None)),
             )
 
@@ -429,6 +429,6 @@ class Daemon:
         self.schedule.all_due(changed, time.monotonic())
         log.info(
             "reloaded",
-            rescan=[os.fsdecode(w.top) for w in changed],
+            rescan=[display(w.top) for w in changed],
             config=new.summary(),
         )

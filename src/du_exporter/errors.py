@@ -47,5 +47,9 @@ class ScanAbortedError(DuExporterError):
     """A scan was stopped (SIGTERM) before it completed; nothing is kept."""
 
 
+class Unhealthy(DuExporterError):  # noqa: N818 - what the probe found
+    """``healthcheck``: the exporter did not answer ``/-/healthy`` with 200."""
+
+
 class NotFound(DuExporterError):  # noqa: N818 - the HTTP status it maps to
     """A path that is not a directory of the last complete scan (HTTP 404)."""

@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 import sys
 
-from typing import TextIO
+from io import TextIOBase
+from typing import TextIO, cast
 
 import structlog
 
@@ -24,7 +25,7 @@ LEVELS = {
 
 
 def configure_logging(
-    level: str = "info", fmt: str = "auto", stream: TextIO | None = None
+    level: str = "info", fmt: str = "auto", stream: TextIO | TextIOBase | None = None
 ) -> None:
     """Log to ``stream`` (stderr): JSON, or console lines on a terminal."""
     out = stream if stream is not None else sys.stderr
@@ -43,6 +44,6 @@ def configure_logging(
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]),
-        logger_factory=structlog.PrintLoggerFactory(out),
+        logger_factory=structlog.PrintLoggerFactory(cast(TextIO, out)),
         cache_logger_on_first_use=False,
     )

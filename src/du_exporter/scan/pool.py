@@ -27,6 +27,7 @@ from types import TracebackType
 from typing import Self
 
 from du_exporter.errors import ScanAbortedError, ScanError
+from du_exporter.paths import display
 from du_exporter.scan.hunger import MappedHunger
 from du_exporter.scan.model import Plan, Unit, UnitResult
 from du_exporter.scan.worker import read_frame, write_frame
@@ -202,7 +203,7 @@ class _Walk:
                 continue  # the end of a worker killed between walks
             if not isinstance(done.result, UnitResult):
                 reason = done.result or f"exited with {done.worker.proc.wait()}"
-                msg = f"scan worker failed on {task.unit.path!r}: {reason}"
+                msg = f"scan worker failed on '{display(task.unit.path)}': {reason}"
                 raise ScanError(msg)
             done.worker.task = None
             self.busy -= 1

@@ -20,7 +20,7 @@ import structlog
 
 from du_exporter.config import Config
 from du_exporter.errors import ScanAbortedError, ScanError, StoreError
-from du_exporter.paths import Walk, depth_under, plan_walks
+from du_exporter.paths import Walk, depth_under, display, plan_walks
 from du_exporter.scan.model import (
     SIZE_BUCKETS,
     Plan,
@@ -97,7 +97,7 @@ class ScanRunner:
     def scan_walk(self, walk: Walk, stop: threading.Event) -> bool:
         self.status.started(walk.roots)
         started = time.time()
-        label = os.fsdecode(walk.top)
+        label = display(walk.top)
         self.log.info("scan_started", root=label)
         try:
             totals = self._scan(walk, stop)
@@ -127,10 +127,10 @@ class ScanRunner:
         try:
             st = os.stat(path)
         except OSError as e:
-            msg = f"root {os.fsdecode(path)!r}: {e.strerror}"
+            msg = f"root '{display(path)}': {e.strerror}"
             raise ScanError(msg) from None
         if not stat.S_ISDIR(st.st_mode):
-            msg = f"root {os.fsdecode(path)!r}: not a directory"
+            msg = f"root '{display(path)}': not a directory"
             raise ScanError(msg)
         unit = Unit(
             path=path,
@@ -222,5 +222,5 @@ class ScanRunner:
             sums[0] = saturate(sums[0] + disk)
             sums[1] = saturate(sums[1] + apparent)
         for path, reason in res.errors:
-            self.log.warning("unreadable", path=os.fsdecode(path), error=reason)
+            self.log.warning("unreadable", path=display(path), error=reason)
         self.status.progress(walk.roots, totals.entries)

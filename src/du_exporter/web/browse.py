@@ -35,6 +35,7 @@ from du_exporter.paths import (
 )
 from du_exporter.store.reader import Reader
 from du_exporter.store.rows import DirRow
+from du_exporter.web import sunburst
 from du_exporter.web.listing import Listing, RootEntry, listing, root_entries
 
 
@@ -250,6 +251,9 @@ def _notes(lst: Listing) -> list[str]:
 def render_listing(lst: Listing, config: Config) -> str:
     """The page of one directory."""
     body = [_crumbs(lst.crumbs), _cards(lst, config), _meta(lst, config)]
+    if lst.picture.children:
+        label = f"Sunburst of {display(lst.directory.path)}: subdirectories by size"
+        body.append(sunburst.render(lst.picture, _href, label))
     rows = _rows(lst, config)
     if rows:
         change = '<th class="num">change</th>' if lst.previous else ""

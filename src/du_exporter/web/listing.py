@@ -20,6 +20,7 @@ from du_exporter.paths import (
 )
 from du_exporter.store.reader import Reader, ReadSession
 from du_exporter.store.rows import DirRow, Generation
+from du_exporter.web import sunburst
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,8 @@ class Listing:
     crumbs: list[tuple[bytes, bool]]
     #: The configured dir-level of the root exporting the directory.
     dir_level: int | None
+    #: The subtree the sunburst draws: children and grandchildren.
+    picture: sunburst.Node
 
 
 def _join(parent: bytes, name: bytes) -> bytes:
@@ -107,7 +110,16 @@ def listing(reader: Reader, config: Config, path: bytes) -> Listing:
             raise NotFound(msg)
         unit_id, row = found
         depth = depth_under(row.path, top) + 1
-        kids = [r for _, r in s.child_dirs(gen.id, depth, unit_id)]
+        pairs = list(s.child_dirs(gen.id, depth, unit_id))
+        kids = [r for _, r in pairs]
+        # The sunburst's second ring: below the children wide enough for
+        # one (36 at most, as each spans a tenth of a turn or more).
+        whole = size_of(config.size_mode, row)
+        grand = {
+            r.path: [g for _, g in s.child_dirs(gen.id, depth + 1, u)]
+            for u, r in pairs
+            if r.dirs and size_of(config.size_mode, r) * 360 >= whole * sunburst.PARENT_DEGREES
+        }
         before, old = None, {}
         if previous is not None:
             was = _locate(s, previous.id, top, path, nested)[0]
@@ -132,6 +144,13 @@ def listing(reader: Reader, config: Config, path: bytes) -> Listing:
         nested=extra,
         crumbs=chain,
         dir_level=roots.get(row.root),
+        picture=sunburst.Node(row.path, size_of(config.size_mode, row), tuple(
+            sunburst.Node(r.path, size_of(config.size_mode, r), tuple(
+                sunburst.Node(g.path, size_of(config.size_mode, g))
+                for g in grand.get(r.path, ())
+            ))
+            for r in kids
+        )),
     )
 
 

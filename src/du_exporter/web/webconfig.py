@@ -151,6 +151,50 @@ def load(
     )
 
 
+def check(path: Path | None, extra_users: Iterable[tuple[str, str]] = ()) -> None:
+    """What :func:`load` checks, without loading TLS material: every key,
+    hash and header, and that each certificate and key file can be
+    opened.  For commands that read the configuration but serve nothing
+    (``top``, ``db check``...): a bad file still stops them, and no
+    private key enters their memory.
+    """
+    if path is None:
+        return
+    loader = _Loader(path)
+    data = loader.read()
+    tls = loader.section(data, "tls_server_config", _TLS_KEYS)
+    loader.headers(loader.section(data, "http_server_config", _HTTP_KEYS))
+    loader.merge_users(data.get("basic_auth_users"), extra_users)
+    if tls:
+        loader.check_tls(tls)
+
+
+def probe_context(path: Path | None) -> ssl.SSLContext | None:
+    """The client side for ``du-exporter healthcheck``; None for plain HTTP.
+
+    The probe talks to its own process over loopback and sends no
+    secret, so it checks neither the certificate nor the host name (the
+    certificate names the public host, and its issuer need not be
+    configured here).  When the server requires a client certificate,
+    the probe offers the server's own certificate and key, which it can
+    read: accepted when ``client_ca_file`` issued it for client
+    authentication too.
+    """
+    if path is None:
+        return None
+    loader = _Loader(path)
+    tls = loader.section(loader.read(), "tls_server_config", _TLS_KEYS)
+    if not tls:
+        return None
+    loader.check_tls(tls)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    if loader.string(tls, "client_auth_type") == "RequireAndVerifyClientCert":
+        loader.load_cert_chain(ctx, tls)
+    return ctx
+
+
 class _Loader:
     """Checks one file; every error names the file and the key."""
 
@@ -233,6 +277,35 @@ class _Loader:
             # when no client CA is given; so do we.
             ctx.load_default_certs(ssl.Purpose.CLIENT_AUTH)
         return ctx
+
+    def check_tls(self, tls: Mapping[str, object]) -> None:
+        """The section's values, and that its files open (not loaded)."""
+        where = "tls_server_config"
+        lowest = self.version(tls, "min_version") or ssl.TLSVersion.TLSv1_2
+        highest = self.version(tls, "max_version")
+        if highest is not None and highest < lowest:
+            raise self.fail(where, "max_version is lower than min_version")
+        self.boolean(tls, "prefer_server_cipher_suites", default=True)
+        auth = self.string(tls, "client_auth_type") or "NoClientCert"
+        if auth not in _CLIENT_AUTH:
+            raise self.fail(_join(where, "client_auth_type"), _auth_reason(auth))
+        for key in ("cert", "key", "client_ca"):
+            inline, file_name = self.string(tls, key), self.string(tls, f"{key}_file")
+            if inline and file_name:
+                raise self.fail(where, f"give {key} or {key}_file, not both")
+            if file_name:
+                path = self.dir / file_name
+                try:
+                    path.open("rb").close()
+                except OSError as e:
+                    raise self.fail(
+                        _join(where, f"{key}_file"),
+                        f"{str(path)!r}: cannot read: {_reason(e)}",
+                    ) from None
+            elif not inline and key != "client_ca":
+                raise self.fail(
+                    where, f"{key}_file is required (cert_file and key_file go together)"
+                )
 
     def version(
         self, tls: Mapping[str, object], key: str
