@@ -90,10 +90,12 @@ WORKDIR /var/lib/du-exporter
 USER 65532:65532
 EXPOSE 9995
 
-# No curl in slim images: ask Python.  Follows the port of
-# DU_EXPORTER_BIND_ADDRESS.
-HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; port = os.environ.get('DU_EXPORTER_BIND_ADDRESS', ':9995').rpartition(':')[2]; urllib.request.urlopen(f'http://127.0.0.1:{port}/-/healthy', timeout=4)"]
+# du-exporter healthcheck probes /-/healthy with the same settings as the
+# exporter (DU_EXPORTER_* variables: bind address, web config with TLS).
+# A config file passed as an argument is not seen here: then also pass
+#   --health-cmd 'du-exporter healthcheck --config /etc/du-exporter/config.yml'
+HEALTHCHECK --interval=30s --timeout=10s --start-period=10s --retries=3 \
+    CMD ["du-exporter", "healthcheck"]
 
 # SIGTERM stops cleanly (the running scan is abandoned, nothing half
 # visible); docker stop waits 10 s by default, use --stop-timeout 30 to

@@ -196,7 +196,7 @@ def main() -> None:
         profile = DEMO / "chromium"
         screenshot(
             f"{exp.url}/browse?path={query}", args.out / "browse.png",
-            "1200,520", profile,
+            "1200,900", profile,
         )
         screenshot(f"{exp.url}/", args.out / "landing.png", "1200,800", profile)
 

@@ -27,3 +27,10 @@ def _scanner(
     if not engine_available(request.param):
         pytest.skip(f"scan engine {request.param} is not built here")
     return Scanner(pool, tmp_path / "state" / "du.db", request.param)
+
+
+@pytest.fixture(name="scanner_auto")
+def _scanner_auto(pool: ScanPool, tmp_path: Path) -> Scanner:
+    """One scanner with the default engine, for tests the engine cannot
+    change (what is done with the stored rows)."""
+    return Scanner(pool, tmp_path / "state" / "du.db")

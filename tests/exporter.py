@@ -19,16 +19,10 @@ from typing import Self
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from helpers import clean_env
+
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def clean_env(home: Path) -> dict[str, str]:
-    """The environment without DU_EXPORTER_* and with a private HOME."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DU_EXPORTER_")}
-    env["HOME"] = str(home)
-    env.pop("XDG_STATE_HOME", None)
-    return env
 
 
 def parse(text: str) -> Samples:
@@ -36,6 +30,17 @@ def parse(text: str) -> Samples:
         (s.name, frozenset(s.labels.items())): s.value
         for family in text_string_to_metric_families(text)
         for s in family.samples
+    }
+
+
+def sizes(
+    samples: Samples, name: str = "node_disk_usage_bytes"
+) -> dict[str, int]:
+    """One family's values by ``path`` label (sizes: exact byte counts)."""
+    return {
+        dict(labels)["path"]: int(v)
+        for (n, labels), v in samples.items()
+        if n == name
     }
 
 
@@ -145,17 +150,6 @@ class Exporter:
             self._reader.join(5)
             if self.proc.stderr is not None:
                 self.proc.stderr.close()
-
-
-def run(
-    home: Path, *args: str | Path, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    """``du-exporter ARGS`` to completion, cwd and HOME in ``home``."""
-    return subprocess.run(
-        [sys.executable, "-m", "du_exporter", *map(str, args)],
-        capture_output=True, text=True, cwd=home, env=clean_env(home),
-        timeout=timeout, check=False,
-    )
 
 
 def descendants(pid: int) -> list[int]:

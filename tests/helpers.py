@@ -3,23 +3,29 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
+import platform
 import subprocess
+import sys
 import threading
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from click.testing import CliRunner
 from prometheus_client import CollectorRegistry
 
 from du_exporter import config as config_mod
+from du_exporter.cli import main
 from du_exporter.config import Config
 from du_exporter.expose.exposition import Exposition
+from du_exporter.paths import label_path
 from du_exporter.scan.pool import ScanPool
-from du_exporter.scan.runner import Writer
+from du_exporter.scan.runner import ScanRunner
 from du_exporter.scan.status import ScanStatus
 from du_exporter.store import db as db_mod
 from du_exporter.store import reader as reader_mod
@@ -48,7 +54,8 @@ def du(path: Path | bytes, *args: str) -> dict[bytes, int]:
     """GNU du's output as {path: bytes}; e.g. ``du(p, "-B1", "--max-depth=2")``.
 
     Paths are bytes (names may hold newlines or invalid UTF-8), so the
-    output is NUL-separated (``-0``).
+    output is NUL-separated (``-0``).  A saturated sum (du prints
+    "Infinity") is 2**64 - 1.
     """
     out = subprocess.run(
         ["du", "-0", *args, os.fsencode(path)],
@@ -58,8 +65,98 @@ def du(path: Path | bytes, *args: str) -> dict[bytes, int]:
     result = {}
     for record in filter(None, out.split(b"\0")):
         size, _, name = record.partition(b"\t")
-        result[name] = int(size)
+        result[name] = 2**64 - 1 if size == b"Infinity" else int(size)
     return result
+
+
+def du_labels(
+    root: Path | bytes, *args: str, prefix: tuple[str, ...] = ()
+) -> dict[str, int]:
+    """du's sizes keyed like the exporter's ``path`` labels.
+
+    ``prefix`` runs du under a wrapper (``setpriv ...``), as the exporter.
+    """
+    done = subprocess.run(
+        [*prefix, "du", "-0", *args, os.fsencode(root)],
+        capture_output=True, check=False,
+    )
+    result = {}
+    for record in filter(None, done.stdout.split(b"\0")):
+        size, _, name = record.partition(b"\t")
+        result[label_path(name)] = int(size)
+    return result
+
+
+def clean_env(home: Path, **extra: str) -> dict[str, str]:
+    """os.environ without DU_EXPORTER_*, with a private HOME and state."""
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("DU_EXPORTER_")
+    }
+    env["HOME"] = str(home)
+    env["XDG_STATE_HOME"] = str(home / "state")
+    env.update(extra)
+    return env
+
+
+def run(
+    home: Path,
+    *args: str | Path,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 60,
+) -> subprocess.CompletedProcess[str]:
+    """``du-exporter ARGS`` in a real process, cwd and HOME in ``home``,
+    with ``env`` on top of the clean environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "du_exporter", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=home,
+        env={**clean_env(home), **(env or {})},
+        timeout=timeout,
+        check=False,
+    )
+
+
+def invoke(
+    home: Path, *args: str | Path, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``du-exporter ARGS`` in this process, through click's CliRunner.
+
+    For what is decided before anything starts (help, usage and config
+    errors, check-config): the same entry point, exit code and streams
+    as :func:`run`, without a Python start-up per case.
+    """
+    environ = clean_env(home) if env is None else dict(env)
+    unset: dict[str, str | None] = {k: None for k in os.environ if k not in environ}
+    argv = ["du-exporter", *map(str, args)]
+    code: object = 0
+    saved = sys.argv
+    with contextlib.chdir(home), CliRunner().isolation(
+        env={**unset, **environ}
+    ) as (out, err, _):
+        sys.argv = argv
+        try:
+            main()
+        except SystemExit as e:
+            code = e.code
+        finally:
+            sys.argv = saved
+        stdout, stderr = out.getvalue(), err.getvalue()
+    return subprocess.CompletedProcess(
+        argv,
+        code if isinstance(code, int) else 1,
+        stdout.decode(),
+        stderr.decode(),
+    )
+
+
+def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
+    """The single ``du-exporter: error: ...`` line on stderr."""
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.splitlines()
+    assert 1 == len(lines), proc.stderr
+    assert lines[0].startswith("du-exporter: error: ")
+    return lines[0]
 
 
 def write(path: Path, size: int, *, sparse: bool = False) -> Path:
@@ -95,7 +192,7 @@ class Scanner:
         store = Store.open(cfg.db_path)
         try:
             roots = [os.fsencode(r.path) for r in cfg.roots]
-            ok = Writer(cfg, self.pool, store, ScanStatus(roots)).scan_all(
+            ok = ScanRunner(cfg, self.pool, store, ScanStatus(roots)).scan_all(
                 threading.Event()
             )
         finally:
@@ -140,3 +237,25 @@ def metrics_render(
     )
     Store.open(db).close()
     return Exposition(Reader(db), lambda: cfg, fresh).render
+def worker_pids() -> set[int]:
+    """This process's scan workers (``python -m du_exporter.scan.worker``)."""
+    pids = set()
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        with contextlib.suppress(OSError):
+            for pid in map(int, (task / "children").read_text().split()):
+                with contextlib.suppress(OSError):
+                    argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                    if b"du_exporter.scan.worker" in argv:
+                        pids.add(pid)
+    return pids
+
+
+def ioprio_of(pid: int) -> int:
+    """ioprio_get(2) of a process; -1 where unknown."""
+    nr = {"x86_64": 252, "aarch64": 31, "i686": 290, "armv7l": 315}.get(
+        platform.machine()
+    )
+    if nr is None:
+        return -1
+    libc = ctypes.CDLL(None, use_errno=True)
+    return int(libc.syscall(nr, 1, pid))  # 1: IOPRIO_WHO_PROCESS

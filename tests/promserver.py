@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import yaml
 
-from exporter import clean_env
+from helpers import clean_env
 
 
 REPO = Path(__file__).resolve().parent.parent

@@ -34,7 +34,6 @@ from hypothesis import strategies as st
 from du_exporter.config import Config
 from du_exporter.errors import NotFound
 from du_exporter.paths import label_path, unlabel_path
-from du_exporter.scan.pool import ScanPool
 from du_exporter.store.reader import Reader
 from du_exporter.store.rows import UnitRow
 from du_exporter.store.writer import Store
@@ -232,11 +231,6 @@ class Served:
 
     def rescan(self) -> None:
         self.scanner.scan(**self.values)
-
-
-@pytest.fixture(name="scanner_auto")
-def _scanner_auto(pool: ScanPool, tmp_path: Path) -> Scanner:
-    return Scanner(pool, tmp_path / "state" / "du.db")
 
 
 Serve = Callable[..., Served]

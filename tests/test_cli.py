@@ -1,4 +1,4 @@
-"""The command line, as operators run it: real processes (SPEC §1, §2)."""
+"""The command line, as operators run it: real processes."""
 
 # The project asks for `assert expected == actual` (STYLE.md, structlog).
 from __future__ import annotations
@@ -9,7 +9,6 @@ import json
 import os
 import sqlite3
 import subprocess
-import sys
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ import yaml
 from du_exporter import __version__
 from du_exporter.cli import cli
 from du_exporter.config import BOOLEAN_KEYS, KEYS
+from helpers import clean_env, invoke, one_error_line, run
 
 
 COMMANDS = [
@@ -39,41 +39,6 @@ CONFIGURED = [c for c in COMMANDS if c != ["db"]]
 
 def command_id(command: list[str]) -> str:
     return " ".join(command) or "main"
-
-
-def clean_env(home: Path, **extra: str) -> dict[str, str]:
-    """os.environ without DU_EXPORTER_*, with a private HOME and state."""
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith("DU_EXPORTER_")
-    }
-    env["HOME"] = str(home)
-    env["XDG_STATE_HOME"] = str(home / "state")
-    env.update(extra)
-    return env
-
-
-def run(
-    home: Path, *args: str | Path, env: Mapping[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    """``du-exporter ARGS`` in a real process, cwd and HOME in ``home``."""
-    return subprocess.run(
-        [sys.executable, "-m", "du_exporter", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=home,
-        env=clean_env(home) if env is None else dict(env),
-        timeout=60,
-        check=False,
-    )
-
-
-def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
-    """The single ``du-exporter: error: ...`` line on stderr."""
-    assert "Traceback" not in proc.stderr
-    lines = proc.stderr.splitlines()
-    assert 1 == len(lines), proc.stderr
-    assert lines[0].startswith("du-exporter: error: ")
-    return lines[0]
 
 
 def du_bytes(path: str, flag: str = "-sB1") -> int:
@@ -96,6 +61,13 @@ def all_commands(
 class TestHelpAndVersion:
     """--version and --help work everywhere and describe everything."""
 
+    def test_usage_error_in_a_real_process(self, tmp_path: Path) -> None:
+        """Exit 2 and click's message on one line, from a real process."""
+        proc = run(tmp_path, "top", "-n", "0")
+
+        assert 2 == proc.returncode
+        assert "--help" in one_error_line(proc)
+
     def test_version(self, tmp_path: Path) -> None:
         """--version prints the package version and exits 0."""
         proc = run(tmp_path, "--version")
@@ -107,7 +79,7 @@ class TestHelpAndVersion:
     @pytest.mark.parametrize("flag", ["--help", "-h"])
     def test_help(self, tmp_path: Path, command: list[str], flag: str) -> None:
         """--help (and -h) prints usage for every command and exits 0."""
-        proc = run(tmp_path, *command, flag)
+        proc = invoke(tmp_path, *command, flag)
 
         assert 0 == proc.returncode, proc.stderr
         assert proc.stdout.startswith(
@@ -120,7 +92,7 @@ class TestHelpAndVersion:
         self, tmp_path: Path, command: list[str]
     ) -> None:
         """Every config key is listed as a flag of every command."""
-        text = run(tmp_path, *command, "--help").stdout
+        text = invoke(tmp_path, *command, "--help").stdout
 
         missing = [
             key
@@ -144,7 +116,7 @@ class TestHelpAndVersion:
 
     def test_subcommands_are_listed(self, tmp_path: Path) -> None:
         """The main help lists the operator subcommands."""
-        text = run(tmp_path, "--help").stdout
+        text = run(tmp_path, "--help").stdout  # one real process: exit 0
 
         for name in ("check-config", "top", "db"):
             assert name in text
@@ -153,7 +125,7 @@ class TestHelpAndVersion:
 def check_config(
     home: Path, *args: str | Path, env: Mapping[str, str] | None = None
 ) -> dict[str, object]:
-    proc = run(home, "check-config", *args, env=env)
+    proc = invoke(home, "check-config", *args, env=env)
     assert 0 == proc.returncode, proc.stderr
     data = yaml.safe_load(proc.stdout)
     assert isinstance(data, dict)
@@ -381,9 +353,17 @@ BAD_CONFIGS = [
 
 
 def reject(
-    tmp_path: Path, command: list[str], setup: dict[str, Any], message: str
+    tmp_path: Path,
+    command: list[str],
+    setup: dict[str, Any],
+    message: str,
+    *,
+    process: bool = False,
 ) -> None:
-    """Run ``command`` with the bad ``setup``; check the one-line error."""
+    """Run ``command`` with the bad ``setup``; check the one-line error.
+
+    In this process, or with ``process`` in a real one.
+    """
     args = list(setup.get("args", []))
     if "file" in setup:
         path = tmp_path / "c.yml"
@@ -394,7 +374,7 @@ def reject(
     if command == ["db", "backup"]:
         args.insert(0, str(tmp_path / "backup.db"))
 
-    proc = run(tmp_path, *command, *args, env=env)
+    proc = (run if process else invoke)(tmp_path, *command, *args, env=env)
 
     line = one_error_line(proc)
     assert 2 == proc.returncode, proc.stderr
@@ -413,6 +393,13 @@ class TestBadConfig:
     ) -> None:
         """Each class of bad config is rejected with its reason."""
         reject(tmp_path, ["check-config"], setup, message)
+
+    @pytest.mark.parametrize("command", CONFIGURED, ids=command_id)
+    def test_real_process(self, tmp_path: Path, command: list[str]) -> None:
+        """A real process: one line on stderr, exit 2, nothing started."""
+        setup = {"file": "dir-levl: 3\n"}
+        message = "unknown config key 'dir-levl' in FILE; did you mean 'dir-level'?"
+        reject(tmp_path, command, setup, message, process=True)
 
     @pytest.mark.parametrize("command", CONFIGURED, ids=command_id)
     @pytest.mark.parametrize(
@@ -447,7 +434,7 @@ class TestBadConfig:
     )
     def test_usage_errors(self, tmp_path: Path, args: list[str]) -> None:
         """Bad usage is exit 2 with click's message on one line."""
-        proc = run(tmp_path, *args)
+        proc = invoke(tmp_path, *args)
 
         assert 2 == proc.returncode
         assert "Traceback" not in proc.stderr

@@ -1,9 +1,10 @@
-"""Configuration: sources, precedence and validation (SPEC §2)."""
+"""Configuration: sources, precedence and validation (README "Configuration")."""
 
 # The project asks for `assert expected == actual` (STYLE.md, structlog).
 from __future__ import annotations
 
 import os
+import re
 import string
 
 from collections.abc import Callable, Mapping
@@ -16,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from du_exporter import config
-from du_exporter.config import KEYS, Config, Root
+from du_exporter.config import KEYS, TABLE, Config, Root
 from du_exporter.errors import ConfigError
 
 
@@ -65,8 +66,66 @@ def config_or_error(
         return e
 
 
+README = Path(__file__).parent.parent / "README.md"
+
+
+def readme_keys() -> dict[str, str]:
+    """The README's config reference: {key: default as shown}.
+
+    A row may document two keys (``a`` / ``b``) and then two defaults.
+    """
+    text = README.read_text(encoding="utf-8")
+    table = text.split("| key | meaning | default |", 1)[1].split("\n\n", 1)[0]
+    out: dict[str, str] = {}
+    for line in table.splitlines()[2:]:
+        key_cell, _, default_cell = (c.strip() for c in line.strip("|").split(" | "))
+        names = re.findall(r"`([^`]+)`", key_cell)
+        shown = [d.strip() for d in default_cell.split(" / ")]
+        if len(shown) != len(names):
+            shown = [default_cell] * len(names)
+        for name, cell in zip(names, shown, strict=True):
+            ticked = re.match(r"`([^`]*)`", cell)
+            out[name] = ticked.group(1) if ticked else cell.replace("\N{EN DASH}", "")
+    return out
+
+
+class TestKeyTable:
+    """One table defines every key: the parser, the flags and the README."""
+
+    def test_readme_lists_every_key_with_its_default(self) -> None:
+        """The README's config reference has the table's keys and defaults."""
+        assert {k.name: k.shown for k in TABLE} == readme_keys()
+
+    def test_shown_defaults_are_the_defaults(self) -> None:
+        """The default shown for a key is the value it gets."""
+        defaults = config.defaults(ENVIRON)
+        for key in TABLE:
+            if key.name in {"db-path", "max-procs"}:
+                continue  # shown as where they come from
+            value = defaults.get(key.name)
+            if isinstance(value, list):
+                value = ",".join(value)
+            if isinstance(value, bool):
+                value = str(value).lower()
+            assert key.shown == ("" if value is None else str(value)), key.name
+
+    def test_every_key_fills_the_config(self) -> None:
+        """A key ``a-b`` fills ``Config.a_b``; the roots and the address
+        are the only keys folded into other fields."""
+        folded = {"analyzed-path", "dir-level", "multi-paths", "bind-address"}
+        fields = set(Config.__dataclass_fields__)
+
+        assert fields - {"roots", "bind_host", "bind_port"} == {
+            k.replace("-", "_") for k in KEYS if k not in folded
+        }
+
+    def test_environment_names(self) -> None:
+        """Each key's variable is DU_EXPORTER_ and the key in capitals."""
+        assert [env_name(k) for k in KEYS] == [k.env for k in TABLE]
+
+
 class TestDefaults:
-    """With no file, no environment and no flags, SPEC §2's defaults apply."""
+    """With no file, no environment and no flags, the README's defaults apply."""
 
     def test_documented_defaults(self) -> None:
         """Every key with a documented default has it."""
@@ -123,7 +182,7 @@ class TestDefaults:
 
 
 def _level(cfg: Config) -> object:
-    return cfg.roots[0].level
+    return cfg.roots[0].dir_level
 
 
 # key, value in the file (YAML data), in the environment (a string), as a
@@ -205,7 +264,7 @@ LAYERS = [
 
 
 class TestPrecedence:
-    """flag > environment > file > default, key by key (SPEC §2)."""
+    """flag > environment > file > default, key by key."""
 
     @pytest.mark.parametrize(("in_file", "in_env", "as_flag"), LAYERS)
     @pytest.mark.parametrize(
@@ -249,7 +308,7 @@ class TestPrecedence:
         cfg = config.load(path, {"batch-size": "7"}, environ)
 
         assert (1, "file", "apparent", 7) == (
-            cfg.roots[0].level,
+            cfg.roots[0].dir_level,
             cfg.mode,
             cfg.size_mode,
             cfg.batch_size,
@@ -522,7 +581,7 @@ class TestWrongValues:
 
 
 class TestMultiPathsExclusive:
-    """multi-paths replaces analyzed-path and dir-level (SPEC §2)."""
+    """multi-paths replaces analyzed-path and dir-level."""
 
     @pytest.mark.parametrize("other", ["analyzed-path", "dir-level"])
     def test_same_layer(self, tmp_path: Path, other: str) -> None:

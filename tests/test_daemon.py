@@ -20,9 +20,9 @@ from du_exporter.config import Config, Root, build
 from du_exporter.daemon import Schedule, changed_walks, retry_delay
 from du_exporter.paths import plan_walks
 from du_exporter.scan.walker import engine_name
-from exporter import Exporter, clean_env, descendants, parse, run, wait_gone
-from helpers import du
-from test_faults import generations, make_tree, sizes, units_written, until
+from exporter import Exporter, descendants, parse, sizes, wait_gone
+from helpers import clean_env, du_labels, run
+from test_faults import generations, make_tree, units_written, until
 
 
 def config(**values: object) -> Config:
@@ -136,6 +136,7 @@ class TestSignals:
             exp.signal(signal.SIGHUP)
             reloaded = exp.wait_event("reloaded")
             assert [str(root)] == reloaded["rescan"]
+            exp.wait_event("scan_started", 2)  # the rescan is logged
             # The running scan was abandoned, not waited for.
             assert ["scan_aborted", "reloaded", "scan_started"] == [
                 e for e in after(names(exp), "scan_started")
@@ -144,7 +145,7 @@ class TestSignals:
             ][:3]
             exp.wait_event("scan_completed")
             samples = exp.scrape()
-        assert du(root, "-B1", "--max-depth=2") == sizes(samples)
+        assert du_labels(root, "-B1", "--max-depth=2") == sizes(samples)
 
     def test_reload_without_change_keeps_generations(
         self, tmp_path: Path

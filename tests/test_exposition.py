@@ -14,7 +14,6 @@ from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as om_parse,
 )
-from prometheus_client.parser import text_string_to_metric_families
 
 from du_exporter.expose.exposition import Exposition
 from du_exporter.expose.families import directory_families
@@ -23,12 +22,12 @@ from du_exporter.expose.render import (
     gunzip,
     render_gzip,
 )
-from du_exporter.paths import unlabel_path
 from du_exporter.store.reader import Reader
 from du_exporter.store.rows import UnitRow
 from du_exporter.store.writer import Store
 from du_exporter.web.server import Body
-from helpers import Scanner, du, trace_sql, write
+from exporter import parse, sizes
+from helpers import Scanner, du_labels, trace_sql, write
 
 
 OM = "application/openmetrics-text; version=1.0.0; charset=utf-8"
@@ -44,15 +43,6 @@ def renders(queries: list[str]) -> int:
     """Directory families rendered: each reads the rows of every
     per-directory family from the store."""
     return sum("FROM units" in q for q in queries)
-
-
-def sizes(text: str) -> dict[bytes, float]:
-    return {
-        os.fsencode(s.labels["path"]): s.value
-        for f in text_string_to_metric_families(text)
-        for s in f.samples
-        if s.name == "node_disk_usage_bytes"
-    }
 
 
 class Fixture:
@@ -87,8 +77,8 @@ def make(scanner: Scanner, tmp_path: Path, monkeypatch) -> Fixture:
 class TestCache:
     """The directory families are rendered once per generation."""
 
-    def test_unchanged_generation_is_not_read_again(self, scanner, tmp_path, monkeypatch):
-        fx = make(scanner, tmp_path, monkeypatch)
+    def test_unchanged_generation_is_not_read_again(self, scanner_auto, tmp_path, monkeypatch):
+        fx = make(scanner_auto, tmp_path, monkeypatch)
         first = fx.text()
         assert renders(fx.queries)
         fx.queries.clear()
@@ -97,10 +87,10 @@ class TestCache:
             text = fx.text()
             assert f"fresh_value {float(i)}" in text  # fresh half is fresh
         assert [] == [q for q in fx.queries if "FROM units" in q]
-        assert sizes(first) == sizes(text)
+        assert sizes(parse(first)) == sizes(parse(text))
 
-    def test_new_generation_is_rendered(self, scanner, tmp_path, monkeypatch):
-        fx = make(scanner, tmp_path, monkeypatch)
+    def test_new_generation_is_rendered(self, scanner_auto, tmp_path, monkeypatch):
+        fx = make(scanner_auto, tmp_path, monkeypatch)
         fx.text()
         shutil.rmtree(fx.root / "b")
         write(fx.root / "c" / "h", 50_000)
@@ -108,20 +98,20 @@ class TestCache:
         fx.queries.clear()
         text = fx.text()
         assert renders(fx.queries)
-        assert du(fx.root, "-B1", "--max-depth=1") == sizes(text)
+        assert du_labels(fx.root, "-B1", "--max-depth=1") == sizes(parse(text))
 
-    def test_running_scan_is_invisible(self, scanner, tmp_path, monkeypatch):
+    def test_running_scan_is_invisible(self, scanner_auto, tmp_path, monkeypatch):
         """A generation being written never shows, not even in part."""
-        fx = make(scanner, tmp_path, monkeypatch)
-        before = sizes(fx.text())
+        fx = make(scanner_auto, tmp_path, monkeypatch)
+        before = sizes(parse(fx.text()))
         store = Store.open(fx.cfg.db_path)
         try:
             gen = store.begin_generation(os.fsencode(fx.root), 0.0)
             row = UnitRow(0, None, 0, os.fsencode(fx.root), os.fsencode(fx.root),
                           0, 1, 1, 0, 0, 0.0)
             store.write_batch(gen, [row], [])
-            assert before == sizes(fx.text())
-            assert before == sizes(whole(Exposition(Reader(fx.cfg.db_path), lambda: fx.cfg, fx.fresh).render("", False)[0]).decode())
+            assert before == sizes(parse(fx.text()))
+            assert before == sizes(parse(whole(Exposition(Reader(fx.cfg.db_path), lambda: fx.cfg, fx.fresh).render("", False)[0]).decode()))
         finally:
             store.close()
 
@@ -129,20 +119,20 @@ class TestCache:
 class TestFormats:
     """Text, OpenMetrics and gzip carry the same samples."""
 
-    def test_openmetrics_ends_once(self, scanner, tmp_path, monkeypatch):
-        fx = make(scanner, tmp_path, monkeypatch)
+    def test_openmetrics_ends_once(self, scanner_auto, tmp_path, monkeypatch):
+        fx = make(scanner_auto, tmp_path, monkeypatch)
         text = fx.text(OM)
         assert text.endswith("# EOF\n")
         assert 1 == text.count("# EOF")
         names = {f.name for f in om_parse(text)}  # type: ignore[no-untyped-call]
         assert {"node_disk_usage_bytes", "fresh_value"} <= names
 
-    def test_gzip_is_the_same_text(self, scanner, tmp_path, monkeypatch):
-        fx = make(scanner, tmp_path, monkeypatch)
+    def test_gzip_is_the_same_text(self, scanner_auto, tmp_path, monkeypatch):
+        fx = make(scanner_auto, tmp_path, monkeypatch)
         plain = fx.text()
         assert plain == fx.text(encoding="gzip")
         assert fx.text(OM) == fx.text(OM, "gzip, deflate")
-        assert du(fx.root, "-B1", "--max-depth=1") == sizes(plain)
+        assert du_labels(fx.root, "-B1", "--max-depth=1") == sizes(parse(plain))
 
 
 def reference(families) -> tuple[bytes, bytes]:
@@ -194,7 +184,7 @@ class TestFormatter:
             {"dir_count": False, "size_bucket": False},
         ],
     )
-    def test_byte_for_byte_over_hostile_paths(self, scanner, tmp_path, options):
+    def test_byte_for_byte_over_hostile_paths(self, scanner_auto, tmp_path, options):
         root = tmp_path / "t"
         write(root / "a" / "f", 10_000)
         write(root / "a" / "s", 1 << 40, sparse=True)
@@ -204,23 +194,17 @@ class TestFormatter:
             os.mkdir(d + b"/" + name)
             with open(d + b"/" + name + b"/" + name, "wb") as f:
                 f.write(b"x" * 5000)
-        cfg = scanner.config(analyzed_path=str(root), dir_level=2, **options)
-        scanner.scan(analyzed_path=str(root), dir_level=2, **options)
+        cfg = scanner_auto.config(analyzed_path=str(root), dir_level=2, **options)
+        scanner_auto.scan(analyzed_path=str(root), dir_level=2, **options)
         text = assert_agrees(cfg)
-        exported = {
-            unlabel_path(s.labels["path"]): s.value
-            for f in text_string_to_metric_families(text.decode())
-            for s in f.samples
-            if s.name == "node_disk_usage_bytes"
-        }
         flag = "-B1" if cfg.size_mode == "disk" else "-b"
-        assert du(root, flag, "--max-depth=2") == exported
+        assert du_labels(root, flag, "--max-depth=2") == sizes(parse(text.decode()))
 
-    def test_huge_values_and_many_rows(self, scanner, tmp_path):
+    def test_huge_values_and_many_rows(self, scanner_auto, tmp_path):
         """Values past 2**53 and Go's exponent switch, negative and
         fractional times, several chunks of lines and of gzip input."""
         top = os.fsencode(tmp_path / "data")
-        store = Store.open(scanner.db)
+        store = Store.open(scanner_auto.db)
         try:
             gen = store.begin_generation(top, 1000.0)
             rows = [UnitRow(0, None, 0, top, top, 0, 4096, 4096, 0, 0, -1.5)]
@@ -238,7 +222,7 @@ class TestFormatter:
             )
         finally:
             store.close()
-        cfg = scanner.config(analyzed_path=os.fsdecode(top), dir_level=1)
+        cfg = scanner_auto.config(analyzed_path=os.fsdecode(top), dir_level=1)
         text = assert_agrees(cfg)
         assert b"e+18" in text
         assert b'le="+Inf"' in text
@@ -268,8 +252,8 @@ class TestFormatter:
 class TestKeySource:
     """With the daemon's in-memory generation counter, a hit reads nothing."""
 
-    def test_hit_without_queries(self, scanner, tmp_path, monkeypatch):
-        fx = make(scanner, tmp_path, monkeypatch)
+    def test_hit_without_queries(self, scanner_auto, tmp_path, monkeypatch):
+        fx = make(scanner_auto, tmp_path, monkeypatch)
         counter = [1]
         exp = Exposition(
             Reader(fx.cfg.db_path),
@@ -285,22 +269,22 @@ class TestKeySource:
         whole(exp.render("", True)[0])
         assert renders(fx.queries)
 
-    def test_scrapers_get_the_old_generation_while_one_renders(self, scanner, tmp_path, monkeypatch):
+    def test_scrapers_get_the_old_generation_while_one_renders(self, scanner_auto, tmp_path, monkeypatch):
         """During a render, others are served the previous generation whole."""
-        fx = make(scanner, tmp_path, monkeypatch)
-        old = sizes(fx.text())
+        fx = make(scanner_auto, tmp_path, monkeypatch)
+        old = sizes(parse(fx.text()))
         write(fx.root / "c" / "h", 50_000)
         fx.scan()
         with fx.exp._render_lock:  # another scraper is rendering
-            assert old == sizes(fx.text())
-            assert old == sizes(fx.text(OM))
-        new = sizes(fx.text(OM))  # and then the new one, in every format
-        assert du(fx.root, "-B1", "--max-depth=1") == new
-        assert new == sizes(fx.text())
+            assert old == sizes(parse(fx.text()))
+            assert old == sizes(parse(fx.text(OM)))
+        new = sizes(parse(fx.text(OM)))  # and then the new one, in every format
+        assert du_labels(fx.root, "-B1", "--max-depth=1") == new
+        assert new == sizes(parse(fx.text()))
 
-    def test_fresh_half_follows_the_generation(self, scanner, tmp_path, monkeypatch):
+    def test_fresh_half_follows_the_generation(self, scanner_auto, tmp_path, monkeypatch):
         """The TTL-cached self metrics never lag behind the rows."""
-        fx = make(scanner, tmp_path, monkeypatch)
+        fx = make(scanner_auto, tmp_path, monkeypatch)
         exp = Exposition(Reader(fx.cfg.db_path), lambda: fx.cfg, fx.fresh, fresh_ttl=3600)
         fx.gauge.set(1)
         assert "fresh_value 1.0" in whole(exp.render("", False)[0]).decode()

@@ -20,7 +20,8 @@ from typing import Any
 
 import pytest
 
-from exporter import Exporter, parse, run
+from exporter import Exporter, parse
+from helpers import run
 from promserver import (
     README,
     Prometheus,

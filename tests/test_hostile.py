@@ -1,7 +1,7 @@
 """Hostile trees: unreadable, changing, looping, huge, oddly named.
 
 Each tree is scanned by the real exporter (mode ``file`` or ``http``)
-and compared with GNU du run the same way in the test (SPEC §3, §4).
+and compared with GNU du run the same way in the test.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import stat
 import subprocess
 import sys
 import threading
-import time
 
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,8 +24,8 @@ from prometheus_client.openmetrics.parser import (
 )
 
 from du_exporter.paths import label_path
-from exporter import Exporter, Samples, clean_env, parse, run, value
-from helpers import du, write
+from exporter import Exporter, Samples, parse, sizes, value
+from helpers import clean_env, du, du_labels, run, write
 
 
 #: Run as root but without the capabilities that let root read anything.
@@ -57,29 +56,6 @@ def file_mode(
     events = [json.loads(line) for line in proc.stderr.splitlines()]
     samples = parse(out.read_bytes().decode()) if out.exists() else {}
     return proc, samples, events
-
-
-def sizes(samples: Samples, name: str = "node_disk_usage_bytes") -> dict[str, int]:
-    return {
-        dict(labels)["path"]: int(v)
-        for (n, labels), v in samples.items()
-        if n == name
-    }
-
-
-def du_labels(root: Path | bytes, *args: str, prefix: tuple[str, ...] = ()) -> dict[str, int]:
-    """du's sizes keyed like the exporter's labels."""
-    if prefix:
-        done = subprocess.run(
-            [*prefix, "du", "-0", *args, os.fsencode(root)],
-            capture_output=True, check=False,
-        )
-        result = {}
-        for record in filter(None, done.stdout.split(b"\0")):
-            size, _, name = record.partition(b"\t")
-            result[label_path(name)] = int(size)
-        return result
-    return {label_path(p): s for p, s in du(root, *args).items()}
 
 
 def promtool(text: bytes) -> None:
@@ -210,11 +186,9 @@ class TestSymlinkLoops:
         (root / "ping").symlink_to("pong")
         (root / "pong").symlink_to("ping")
         (root / "dangling").symlink_to("nowhere")
-        started = time.monotonic()
-        proc, samples, _ = file_mode(
+        proc, samples, _ = file_mode(  # the loops end: the scan completes
             tmp_path, root, "--dir-level", "2", "--follow-symlinks"
         )
-        assert time.monotonic() - started < 30
         assert 0 == proc.returncode, proc.stderr
         got = sizes(samples)
         plain = du_labels(root, "-B1", "--max-depth=1")
@@ -391,7 +365,9 @@ class TestBadRoots:
                 s, "du_exporter_scans_total", path=str(bad), result="error"
             ) == 1 and value(
                 s, "du_exporter_scans_total", path=str(good), result="success"
-            ) == 1)
+            ) == 1 and value(  # the new generation's bytes are rendered
+                s, "node_disk_usage_bytes", path=str(good), level="0"
+            ) is not None)
             assert 503 == exp.get("/-/ready")[0]
             assert 200 == exp.get("/-/healthy")[0]
         assert du_labels(good, "-B1", "--max-depth=1") == sizes(samples)
@@ -487,9 +463,11 @@ class TestBackupDuringScan:
         for i in range(20):
             for j in range(5):
                 write(root / f"d{i}" / f"e{j}" / "f", 1000 * i + j)
+        # A scan of ~6 s: it outlasts three backup processes, also when
+        # ./scripts/test measures coverage in them.
         with Exporter(
             tmp_path, "--analyzed-path", str(root), "--dir-level", "2",
-            "--batch-size", "1", "--max-iops", "100",
+            "--batch-size", "1", "--max-iops", "40",
             "--scan-interval-minutes", "0.001",
         ) as exp:
             exp.wait_event("scan_completed")

@@ -360,7 +360,7 @@ def _check_healthcheck(podman: Podman, image: str, name: str, url: str) -> None:
     # podman's own shape; docker's has it under Config.
     health = inspect.get("Healthcheck") or inspect["Config"]["Healthcheck"]
     check = health["Test"]
-    assert "CMD" == check[0], check
+    assert ["CMD", "du-exporter", "healthcheck"] == check, check
     # The command finds the port in DU_EXPORTER_BIND_ADDRESS; the container
     # was given port 0, so tell this one run where it listens.
     port = re.sub(r".*:(\d+)$", r"\1", url)

@@ -1,10 +1,12 @@
-"""A database of schema 1 is upgraded in place and keeps serving."""
+"""Old databases, built from frozen schemas, are upgraded and keep serving."""
 
 from __future__ import annotations
 
 import sqlite3
 
 from pathlib import Path
+
+import pytest
 
 from du_exporter.store.reader import Reader
 from du_exporter.store.schema import (
@@ -14,12 +16,13 @@ from du_exporter.store.schema import (
     user_version,
 )
 from du_exporter.store.writer import Store
+from schemas import FROZEN, create, tables
 
 
 def v1_database(path: Path) -> None:
     """What du-exporter 0.1 (schema 1) left: one complete generation."""
+    create(path, 1)
     conn = sqlite3.connect(path, isolation_level=None)
-    migrate(conn, MIGRATIONS[:1])
     conn.execute(
         "INSERT INTO generations (id, root, started, finished, status,"
         " entries, unreadable, histogram) VALUES (7, ?, 1.0, 2.0,"
@@ -50,6 +53,27 @@ class TestUpgrade:
         snap = Reader(db).snapshot()
         assert 12288 == snap.rows[0].disk
         assert () == snap.generations[b"/data"].owners
+
+    def test_current_schema_is_frozen(self, tmp_path: Path) -> None:
+        """A fresh database has the newest frozen schema, exactly."""
+        assert SCHEMA_VERSION in FROZEN, "freeze the new schema in schemas.py"
+        Store.open(tmp_path / "fresh.db").close()
+        create(tmp_path / "frozen.db", SCHEMA_VERSION)
+
+        assert tables(tmp_path / "frozen.db") == tables(tmp_path / "fresh.db")
+
+    @pytest.mark.parametrize("version", sorted(FROZEN))
+    def test_each_release_upgrades_to_the_current_schema(
+        self, tmp_path: Path, version: int
+    ) -> None:
+        """Migrating a frozen old schema gives what a fresh database has."""
+        old = tmp_path / "old.db"
+        create(old, version)
+        Store.open(old).close()
+        Store.open(tmp_path / "fresh.db").close()
+
+        assert SCHEMA_VERSION == user_version(sqlite3.connect(old))
+        assert tables(tmp_path / "fresh.db") == tables(old)
 
     def test_every_step_bumps_the_version_once(self, tmp_path: Path) -> None:
         conn = sqlite3.connect(tmp_path / "x.db", isolation_level=None)

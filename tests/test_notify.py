@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from du_exporter.notify import notify, watchdog_interval
-from exporter import clean_env
+from helpers import clean_env
 
 
 def receive(sock: socket.socket, want: str, timeout: float = 20) -> list[str]:

@@ -14,8 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from du_exporter.expose.families import user_name
 from du_exporter.store.reader import Reader
-from exporter import clean_env
-from helpers import Scanner, write
+from helpers import Scanner, clean_env, write
 
 
 def find_sums(root: Path, fmt: str) -> dict[int, int]:

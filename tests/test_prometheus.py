@@ -1,4 +1,4 @@
-"""A real Prometheus scrapes the real exporter (SPEC §5, §7).
+"""A real Prometheus scrapes the real exporter.
 
 du-exporter runs as a subprocess on a free loopback port over a small tree;
 Debian's ``prometheus`` (``.ci/run`` installs it) runs with a config written
@@ -31,7 +31,8 @@ import bcrypt
 import pytest
 import yaml
 
-from exporter import Exporter, clean_env
+from exporter import Exporter
+from helpers import clean_env
 from promserver import (
     REPO,
     Prometheus,

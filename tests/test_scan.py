@@ -276,7 +276,8 @@ class TestWorkSplitting:
             follow_symlinks=False,
             root_dev=st.st_dev,
         )
-        top = Unit(os.fsencode(root), b"", st.st_blocks * 512, st.st_size, st.st_mtime)
+        top = Unit(os.fsencode(root), b"", st.st_blocks * 512, st.st_size,
+                   st.st_mtime, dev=st.st_dev, ino=st.st_ino)
         pool.walk(plan, top, lambda r, *_: results.append(r), threading.Event())
         assert len(results) > 1
         total = sum(r.disk for r in results)
@@ -336,7 +337,10 @@ class TestScandirEngine:
         for name, size in [("a", 50_000), ("b", 3_000)]:
             write(d / name, size)
         (d / "sub").mkdir()
-        expected = engine_scandir.scan_dir(os.fsencode(d), False)
+        st = os.stat(d)
+        expected = engine_scandir.scan_dir(
+            os.fsencode(d), False, True, st.st_dev, st.st_ino, True, False, 0
+        )
         fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
         try:
             if subprocess.run(["mount", "-t", "tmpfs", "tmpfs", d], check=False,
@@ -346,7 +350,7 @@ class TestScandirEngine:
                 for name, size in [("a", 1_000_000), ("b", 10)]:
                     write(d / name, size)
                 (d / "sub").mkdir()
-                got = engine_scandir._scan_fd(fd, False, True)
+                got = engine_scandir._scan_fd(fd, st.st_dev, False, True, None)
             finally:
                 subprocess.run(["umount", d], check=True)
         finally:

@@ -1,4 +1,4 @@
-"""The SQLite store on real files: generations, crashes, migrations (SPEC §6)."""
+"""The SQLite store on real files: generations, crashes, migrations."""
 
 from __future__ import annotations
 
@@ -18,58 +18,10 @@ from du_exporter.store.rows import UnitRow
 from du_exporter.store.schema import SCHEMA_VERSION, migrate, user_version
 from du_exporter.store.writer import Store
 from helpers import immutable
+from schemas import V1_SCHEMA, tables
 
 
 ROOT = b"/data"
-
-#: The version 1 schema exactly as du-exporter 0.1.0 created it, frozen
-#: here so that a database from that release keeps opening after the
-#: schema moves on.
-V1_SCHEMA = """
-CREATE TABLE generations (
-    id INTEGER PRIMARY KEY,
-    root BLOB NOT NULL,
-    started REAL NOT NULL,
-    finished REAL,
-    status TEXT NOT NULL DEFAULT 'running'
-        CHECK (status IN ('running', 'complete', 'failed')),
-    entries INTEGER NOT NULL DEFAULT 0,
-    unreadable INTEGER NOT NULL DEFAULT 0,
-    histogram TEXT
-);
-CREATE INDEX generations_root ON generations (root, status, id);
-CREATE TABLE units (
-    gen INTEGER NOT NULL,
-    id INTEGER NOT NULL,
-    parent INTEGER,
-    depth INTEGER NOT NULL,
-    path BLOB NOT NULL,
-    root BLOB,
-    level INTEGER,
-    own_disk INTEGER NOT NULL,
-    own_apparent INTEGER NOT NULL,
-    own_files INTEGER NOT NULL,
-    own_dirs INTEGER NOT NULL,
-    own_mtime REAL NOT NULL,
-    disk INTEGER,
-    apparent INTEGER,
-    files INTEGER,
-    dirs INTEGER,
-    mtime REAL,
-    PRIMARY KEY (gen, id)
-) WITHOUT ROWID;
-CREATE INDEX units_depth ON units (gen, depth, parent);
-CREATE TABLE links (
-    gen INTEGER NOT NULL,
-    unit INTEGER NOT NULL,
-    dev INTEGER NOT NULL,
-    ino INTEGER NOT NULL,
-    key BLOB NOT NULL,
-    disk INTEGER NOT NULL,
-    apparent INTEGER NOT NULL
-);
-"""
-
 
 def units(root: bytes = ROOT, scale: int = 1) -> list[UnitRow]:
     """A small walked tree: root -> a -> a/deep (folded), root -> b.
@@ -358,24 +310,6 @@ class TestMigrations:
         conn = sqlite3.connect(migrated, isolation_level=None)
         migrate(conn, migrations.MIGRATIONS[:1])
         conn.close()
-
-        def tables(path: Path) -> dict[str, list[tuple[object, ...]]]:
-            c = sqlite3.connect(path)
-            names = [r[0] for r in c.execute(
-                "SELECT name FROM sqlite_master ORDER BY name"
-            )]
-            out: dict[str, list[tuple[object, ...]]] = {
-                "": c.execute(
-                    "SELECT type, name, tbl_name FROM sqlite_master"
-                    " ORDER BY name"
-                ).fetchall()
-            }
-            out |= {n: c.execute(
-                'SELECT name, type, "notnull", dflt_value, pk'
-                " FROM pragma_table_xinfo(?)", (n,)
-            ).fetchall() for n in names}
-            c.close()
-            return out
 
         assert tables(fixture) == tables(migrated)
 

@@ -27,12 +27,12 @@ from typing import Any
 import pytest
 import yaml
 
-from du_exporter.ops.tools import parse_since
+from du_exporter.ops.select import parse_since
 from du_exporter.paths import label_path
 from du_exporter.store.reader import Reader
 from du_exporter.store.rows import Generation, UnitRow
 from du_exporter.store.writer import Store
-from helpers import du
+from helpers import du, one_error_line, run
 
 
 CONTRIB = Path(__file__).resolve().parent.parent / "contrib"
@@ -43,7 +43,6 @@ PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(
     PROMTOOL is None, reason="promtool not installed (.ci/run installs it)"
 )
-
 
 
 def local(
@@ -57,33 +56,6 @@ def local(
 # Modification times of the stale parts of the tree.
 Y2019 = local(2019, 3, 1, 12)
 Y2020 = local(2020, 6, 1, 12)
-
-
-def run(home: Path, *args: str | Path) -> subprocess.CompletedProcess[str]:
-    """``du-exporter ARGS`` in a real process, HOME and cwd in ``home``."""
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith("DU_EXPORTER_")
-    }
-    env["HOME"] = str(home)
-    env["XDG_STATE_HOME"] = str(home / "state")
-    return subprocess.run(
-        [sys.executable, "-m", "du_exporter", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=home,
-        env=env,
-        timeout=60,
-        check=False,
-    )
-
-
-def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
-    """The single ``du-exporter: error: ...`` line on stderr."""
-    assert "Traceback" not in proc.stderr
-    lines = proc.stderr.splitlines()
-    assert 1 == len(lines), proc.stderr
-    assert lines[0].startswith("du-exporter: error: ")
-    return lines[0]
 
 
 def put(path: bytes, size: int, mtime: float | None = None) -> None:

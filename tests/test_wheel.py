@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from exporter import clean_env, parse
+from exporter import parse
+from helpers import clean_env
 
 
 REPO = Path(__file__).resolve().parent.parent
@@ -68,6 +69,12 @@ def test_wheel_metadata_and_c_reader(dist: Path) -> None:
     assert f"{info}/licenses/LICENSE" in names
     assert "MIT" == meta["License-Expression"]
     assert VERSION == meta["Version"]
+    # /browse's style sheet and frames are package data.
+    assert {
+        "du_exporter/web/browse.css",
+        "du_exporter/web/templates/page.html",
+        "du_exporter/web/templates/table_head.html",
+    } <= set(names)
 
 
 def _du_s(path: Path) -> int:

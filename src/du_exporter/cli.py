@@ -22,67 +22,38 @@ import structlog
 import yaml
 
 from du_exporter import __version__
-from du_exporter.config import BOOLEAN_KEYS, KEYS, Config, load, service_links
+from du_exporter.config import KEYS, TABLE, Config, load, service_links
 from du_exporter.daemon import Daemon, Requests
 from du_exporter.errors import DuExporterError, ScanAbortedError
 from du_exporter.log import configure_logging
 from du_exporter.oneshot import run_once
-from du_exporter.ops import tools
+from du_exporter.ops.dbadmin import backup, check
+from du_exporter.ops.diff import compare, render_diff
+from du_exporter.ops.export import stream
+from du_exporter.ops.select import parse_since
+from du_exporter.ops.top import render_top, top_rows
+from du_exporter.progress import Terminal
 from du_exporter.store.reader import Reader
+from du_exporter.web import healthcheck as health
+from du_exporter.web import webconfig as web_config
 
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 log = structlog.get_logger("du_exporter")
 
-HELP = {
-    "analyzed-path": "Root directory to scan [default: /].",
-    "dir-level": "Deepest directory level reported; root = 0 [default: 2].",
-    "multi-paths": "Roots and their levels, PATH=LEVEL,...; replaces "
-    "--analyzed-path and --dir-level.",
-    "bind-address": "HOST:PORT to listen on [default: 0.0.0.0:9995].",
-    "mode": "http (daemon) or file (scan once, write --output-file).",
-    "output-file": "Textfile written in mode file [default: ./du-exporter.prom].",
-    "db-path": "SQLite database [default: ~/.local/state/du-exporter/du-exporter.db].",
-    "batch-size": "Rows per SQLite transaction [default: 1000].",
-    "max-procs": "Worker processes in the scan pool [default: CPU count].",
-    "scan-interval-minutes": "Minutes between scan starts; 0 scans once "
-    "[default: 60].",
-    "keep-generations": "Complete scans kept per root [default: 2].",
-    "ignore-dirs": "Comma-separated absolute paths, globs or names not "
-    "scanned [default: /proc,/dev,/sys,/run].",
-    "one-file-system": "Do not cross mount points (du -x).",
-    "follow-symlinks": "Follow symlinks, loop-safe, each inode once.",
-    "size-mode": "disk (du -B1) or apparent (du -b) [default: disk].",
-    "dir-count": "Export recursive directory counts.",
-    "file-count": "Export recursive file counts.",
-    "size-bucket": "Export the file-size histogram.",
-    "max-iops": "Directory reads plus stats per second, whole pool; 0 = "
-    "unlimited.",
-    "scan-engine": "auto (the C reader when built, else scandir-rs), c, "
-    "scandir-rs or python.",
-    "owner-usage": "Export usage per owner (uid) of each walked root.",
-    "scan-priority": "Workers' CPU/IO priority: normal, low (nice 10, "
-    "best-effort 7) or idle (nice 19, idle I/O class).",
-    "log-level": "debug, info, warning or error [default: info].",
-    "log-format": "json, console or auto (console on a terminal).",
-    "web-config-file": "TLS, basic auth and headers: a Prometheus "
-    "exporter-toolkit web config file.",
-    "basic-auth-users": "Users and bcrypt hashes, USER=HASH,...; merged "
-    "with the web config's basic_auth_users.",
-}
-
 
 def config_options(f: F) -> F:
     """Add ``--config`` and one flag per config key."""
-    for key in reversed(KEYS):
-        name = key.replace("-", "_")
-        if key in BOOLEAN_KEYS:
-            decl = f"--{key}/--no-{key}"
-            f = click.option(decl, name, default=None, help=HELP[key])(f)
+    for key in reversed(TABLE):
+        name = key.name.replace("-", "_")
+        if key.boolean:
+            decl = f"--{key.name}/--no-{key.name}"
+            f = click.option(decl, name, default=None, help=key.help)(f)
         else:
-            f = click.option(f"--{key}", name, default=None, metavar="VALUE",
-                             help=HELP[key])(f)
+            shown = f" [default: {key.shown}]" if key.shown else ""
+            f = click.option(f"--{key.name}", name, default=None,
+                             metavar="VALUE", help=key.help + shown)(f)
     return click.option(
         "--config",
         "config_file",
@@ -137,16 +108,21 @@ def cli(ctx: click.Context, /, config_file: Path | None, **params: Any) -> None:
     if ctx.invoked_subcommand is not None:
         return
     config = settings.load()
-    configure_logging(config.log_level, config.log_format)
+    # Log lines and the progress line of mode file share stderr.
+    terminal = Terminal(sys.stderr)
+    configure_logging(config.log_level, config.log_format, terminal)
     if links := service_links(os.environ):
         log.debug("environment_ignored", variables=links,
                   reason="Kubernetes service links, not config keys")
     if config.mode == "file":
-        ctx.exit(_run_once(config))
+        ctx.exit(_run_once(config, terminal))
+    # The TLS material loads before anything starts: a certificate that
+    # does not match its key stops the exporter with nothing created.
+    web_config.load(config.web_config_file, config.basic_auth_users)
     _serve(config, settings.load)
 
 
-def _run_once(config: Config) -> int:
+def _run_once(config: Config, terminal: Terminal) -> int:
     """Mode file; SIGTERM or SIGINT abandon the scan and end the process
     by that signal (exit status 143 or 130), as an unhandled one would."""
     stop, stopped_by = threading.Event(), []
@@ -158,7 +134,7 @@ def _run_once(config: Config) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
-        return run_once(config, progress=sys.stderr, stop=stop)
+        return run_once(config, progress=terminal, stop=stop)
     except ScanAbortedError:
         if not stopped_by:
             raise
@@ -183,8 +159,13 @@ def _serve(config: Config, reload_config: Callable[[], Config]) -> None:
 @config_options
 @click.pass_context
 def check_config(ctx: click.Context, /, config_file: Path | None, **params: Any) -> None:
-    """Validate the configuration and print the effective values."""
+    """Validate the configuration and print the effective values.
+
+    The web config's certificates and keys are loaded as the server
+    would, so a certificate that does not match its key fails here.
+    """
     config = _settings(ctx, config_file, params).load()
+    web_config.load(config.web_config_file, config.basic_auth_users)
     click.echo(yaml.safe_dump(config.summary(), sort_keys=False), nl=False)
 
 
@@ -195,7 +176,7 @@ def _point_in_time(
     if value is None:
         return None
     try:
-        return tools.parse_since(value, time.time())
+        return parse_since(value, time.time())
     except ValueError as e:
         raise click.BadParameter(str(e), param=param) from None
 
@@ -224,9 +205,9 @@ def top(
 ) -> None:
     """Largest directories from the last complete scan (no rescan)."""
     config = _settings(ctx, config_file, params).load()
-    rows = tools.top_rows(Reader(config.db_path), config, path, count, stale)
+    rows = top_rows(Reader(config.db_path), config, path, count, stale)
     click.echo(
-        tools.render(rows, config, fmt, stale=stale is not None), nl=False
+        render_top(rows, config, fmt, stale=stale is not None), nl=False
     )
 
 
@@ -259,8 +240,8 @@ def diff(
     (keep-generations, default 2).
     """
     config = _settings(ctx, config_file, params).load()
-    result = tools.diff(Reader(config.db_path), config, path, count, since)
-    click.echo(tools.render_diff(result, fmt), nl=False)
+    result = compare(Reader(config.db_path), config, path, count, since)
+    click.echo(render_diff(result, fmt), nl=False)
 
 
 @cli.command("export")
@@ -284,7 +265,7 @@ def export(
     """Every exported directory of the last complete scan, streamed."""
     config = _settings(ctx, config_file, params).load()
     try:
-        tools.export(Reader(config.db_path), generation, fmt, sys.stdout)
+        stream(Reader(config.db_path), generation, fmt, sys.stdout)
         sys.stdout.flush()
     except BrokenPipeError:
         # The reader went away (| head): stop quietly, as Python's docs
@@ -305,7 +286,7 @@ def db() -> None:
 def db_check(ctx: click.Context, /, config_file: Path | None, **params: Any) -> None:
     """Check integrity, schema version and the generations present."""
     config = _settings(ctx, config_file, params).load()
-    ok, report = tools.check(config.db_path)
+    ok, report = check(config.db_path)
     click.echo(report, nl=False)
     ctx.exit(0 if ok else 1)
 
@@ -319,8 +300,27 @@ def db_backup(
 ) -> None:
     """Copy the database to DEST with SQLite's online backup."""
     config = _settings(ctx, config_file, params).load()
-    tools.backup(config.db_path, dest)
+    backup(config.db_path, dest)
     click.echo(f"backed up {config.db_path} to {dest}")
+
+
+@cli.command("healthcheck")
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=5.0,
+              show_default=True, metavar="SECONDS",
+              help="Give up on the probe after this long.")
+@config_options
+@click.pass_context
+def healthcheck(
+    ctx: click.Context, /, timeout: float, config_file: Path | None, **params: Any
+) -> None:
+    """Probe the running exporter's /-/healthy: exit 0 when it answers.
+
+    Reads the same configuration and environment as the exporter: the
+    port of bind-address (on loopback when it listens on every
+    address), and TLS from web-config-file.  For a container HEALTHCHECK.
+    """
+    config = _settings(ctx, config_file, params).load()
+    click.echo(health.probe(config, timeout))
 
 
 def _one_line(text: str) -> str:

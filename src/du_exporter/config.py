@@ -7,7 +7,6 @@ checked here, before anything starts; a bad one raises
 
 from __future__ import annotations
 
-import difflib
 import os
 import posixpath
 import re
@@ -19,21 +18,22 @@ from typing import Any
 
 import yaml
 
-from du_exporter.errors import ConfigError
+from du_exporter.errors import ConfigError, did_you_mean
+from du_exporter.log import LEVELS as LOG_LEVELS
+from du_exporter.scan.priority import PRIORITIES
 from du_exporter.web import webconfig as web_config
 
 
 ENV_PREFIX = "DU_EXPORTER_"
 DEFAULT_IGNORE = ("/proc", "/dev", "/sys", "/run")
-LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 @dataclass(frozen=True)
 class Root:
-    """One configured root and the deepest level reported below it."""
+    """One configured root and its dir-level: the deepest level reported."""
 
     path: str
-    level: int
+    dir_level: int
 
 
 @dataclass(frozen=True)
@@ -69,13 +69,22 @@ class Config:
     #: (user, bcrypt hash) pairs, merged with the web config's users.
     basic_auth_users: tuple[tuple[str, str], ...]
 
+    def web(self) -> web_config.WebConfig | None:
+        """Read the web config file and the users: TLS context, hashes.
+
+        :func:`build` calls it so that a bad file stops the start; the
+        server calls it again when it starts, as certificates may have
+        been renewed since.  A file broken in between is a ConfigError.
+        """
+        return web_config.load(self.web_config_file, self.basic_auth_users)
+
     def summary(self) -> dict[str, Any]:
         """The effective configuration as plain data, keyed like the file."""
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
             if f.name == "roots":
-                out["multi-paths"] = {r.path: r.level for r in value}
+                out["multi-paths"] = {r.path: r.dir_level for r in value}
             elif f.name == "bind_host":
                 out["bind-address"] = format_address(value, self.bind_port)
             elif f.name == "bind_port":
@@ -209,7 +218,7 @@ def _as_multi_paths(value: object, key: str) -> tuple[Root, ...]:
         if root in roots:
             raise _fail(key, f"root {root!r} is listed twice")
         roots[root] = _as_int(level, f"{key}: {path}")
-    return tuple(Root(p, lvl) for p, lvl in sorted(roots.items()))
+    return tuple(Root(p, dir_level) for p, dir_level in sorted(roots.items()))
 
 
 def _as_address(value: object, key: str) -> tuple[str, int]:
@@ -244,10 +253,6 @@ def _as_engine(value: object, key: str) -> str:
             else "the C scanner is not built"
         raise _fail(key, f"{missing} in this installation")
     return engine
-
-
-def _as_log_format(value: object, key: str) -> str:
-    return _choice("auto", "json", "console")(value, key)
 
 
 def _as_optional_path(value: object, key: str) -> Path | None:
@@ -285,72 +290,136 @@ def _as_users(value: object, key: str) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(users.items()))
 
 
-PARSERS: dict[str, Callable[[object, str], Any]] = {
-    "analyzed-path": _as_root,
-    "dir-level": _as_int,
-    "multi-paths": _as_multi_paths,
-    "bind-address": _as_address,
-    "mode": _choice("http", "file"),
-    "output-file": _as_path,
-    "db-path": _as_path,
-    "batch-size": lambda v, k: _as_int(v, k, 1),
-    "max-procs": lambda v, k: _as_int(v, k, 1),
-    "scan-interval-minutes": _as_float,
-    "keep-generations": lambda v, k: _as_int(v, k, 1),
-    "ignore-dirs": _as_list,
-    "one-file-system": _as_bool,
-    "follow-symlinks": _as_bool,
-    "size-mode": _choice("disk", "apparent"),
-    "dir-count": _as_bool,
-    "file-count": _as_bool,
-    "size-bucket": _as_bool,
-    "max-iops": _as_int,
-    "scan-engine": _as_engine,
-    "scan-priority": _choice("normal", "low", "idle"),
-    "owner-usage": _as_bool,
-    "log-level": _choice(*LOG_LEVELS),
-    "log-format": _as_log_format,
-    "web-config-file": _as_optional_path,
-    "basic-auth-users": _as_users,
-}
-KEYS = tuple(PARSERS)
-BOOLEAN_KEYS = frozenset(k for k, p in PARSERS.items() if p is _as_bool)
+def _as_ignore_dirs(value: object, key: str) -> tuple[str, ...]:
+    out = []
+    for pattern in _as_list(value, key):
+        if "/" in pattern and not pattern.startswith("/"):
+            raise _fail(
+                key,
+                f"{pattern!r} must be an absolute path or a name without '/'",
+            )
+        out.append(pattern.rstrip("/") or "/")
+    return tuple(out)
+
+
+def _at_least_one(value: object, key: str) -> int:
+    return _as_int(value, key, 1)
+
+
+#: The default of a key that is unset unless configured (multi-paths).
+UNSET = object()
+
+
+@dataclass(frozen=True)
+class Key:
+    """One config key: the file key, also a flag and a variable."""
+
+    name: str
+    #: Checks the raw value (YAML data, or a string from a flag or the
+    #: environment) and returns the typed one.
+    parse: Callable[[object, str], Any]
+    #: The default value, or a function of the environment computing it;
+    #: UNSET: the key is unset unless configured.
+    default: object
+    #: The default as the README and ``--help`` show it ("" for none).
+    shown: str
+    help: str
+
+    @property
+    def env(self) -> str:
+        """The ``DU_EXPORTER_*`` variable setting the key."""
+        return ENV_PREFIX + self.name.upper().replace("-", "_")
+
+    @property
+    def boolean(self) -> bool:
+        """A switch: ``--key/--no-key`` on the command line."""
+        return self.parse is _as_bool
+
+    def default_in(self, environ: Mapping[str, str]) -> object:
+        return self.default(environ) if callable(self.default) else self.default
+
+
+def _cpu_count(_environ: Mapping[str, str]) -> int:
+    return os.cpu_count() or 1
+
+
+#: Every config key, in the order of the README's reference and --help.
+#: The key ``foo-bar`` fills ``Config.foo_bar``, except the roots
+#: (``analyzed-path``, ``dir-level``, ``multi-paths``) and ``bind-address``.
+TABLE = (
+    Key("analyzed-path", _as_root, "/", "/", "Root directory to scan."),
+    Key("dir-level", _as_int, 2, "2",
+        "Deepest directory level reported; root = 0."),
+    Key("multi-paths", _as_multi_paths, UNSET, "",
+        "Roots and their levels, PATH=LEVEL,...; replaces --analyzed-path "
+        "and --dir-level."),
+    Key("bind-address", _as_address, "0.0.0.0:9995", "0.0.0.0:9995",
+        "HOST:PORT to listen on."),
+    Key("mode", _choice("http", "file"), "http", "http",
+        "http (daemon) or file (scan once, write --output-file)."),
+    Key("output-file", _as_path, "./du-exporter.prom", "./du-exporter.prom",
+        "Textfile written in mode file."),
+    Key("db-path", _as_path, default_db_path,
+        "$XDG_STATE_HOME/du-exporter/du-exporter.db", "SQLite database."),
+    Key("batch-size", _at_least_one, 1000, "1000",
+        "Rows per SQLite transaction."),
+    Key("max-procs", _at_least_one, _cpu_count, "CPU count",
+        "Worker processes in the scan pool."),
+    Key("scan-interval-minutes", _as_float, 60, "60",
+        "Minutes between scan starts; 0 scans once."),
+    Key("keep-generations", _at_least_one, 2, "2",
+        "Complete scans kept per root."),
+    Key("ignore-dirs", _as_ignore_dirs, list(DEFAULT_IGNORE),
+        ",".join(DEFAULT_IGNORE),
+        "Comma-separated absolute paths, globs or names not scanned."),
+    Key("one-file-system", _as_bool, False, "false",
+        "Do not cross mount points (du -x)."),
+    Key("follow-symlinks", _as_bool, False, "false",
+        "Follow symlinks, loop-safe, each inode once."),
+    Key("size-mode", _choice("disk", "apparent"), "disk", "disk",
+        "disk (du -B1) or apparent (du -b)."),
+    Key("dir-count", _as_bool, True, "true",
+        "Export recursive directory counts."),
+    Key("file-count", _as_bool, True, "true", "Export recursive file counts."),
+    Key("size-bucket", _as_bool, True, "true",
+        "Export the file-size histogram."),
+    Key("max-iops", _as_int, 0, "0",
+        "Directory reads plus stats per second, whole pool; 0 = unlimited."),
+    Key("scan-engine", _as_engine, "auto", "auto",
+        "auto (the C reader when built, else scandir-rs), c, scandir-rs or "
+        "python."),
+    Key("scan-priority", _choice(*PRIORITIES), "normal", "normal",
+        "Workers' CPU/IO priority: normal, low (nice 10, best-effort 7) or "
+        "idle (nice 19, idle I/O class)."),
+    Key("owner-usage", _as_bool, False, "false",
+        "Export usage per owner (uid) of each walked root."),
+    Key("log-level", _choice(*LOG_LEVELS), "info", "info",
+        "debug, info, warning or error."),
+    Key("log-format", _choice("auto", "json", "console"), "auto", "auto",
+        "json, console or auto (console on a terminal)."),
+    Key("web-config-file", _as_optional_path, None, "",
+        "TLS, basic auth and headers: a Prometheus exporter-toolkit web "
+        "config file."),
+    Key("basic-auth-users", _as_users, None, "",
+        "Users and bcrypt hashes, USER=HASH,...; merged with the web "
+        "config's basic_auth_users."),
+)
+BY_NAME = {k.name: k for k in TABLE}
+KEYS = tuple(BY_NAME)
+BOOLEAN_KEYS = frozenset(k.name for k in TABLE if k.boolean)
 
 
 def defaults(environ: Mapping[str, str]) -> dict[str, object]:
+    """The default of every key that has one."""
     return {
-        "analyzed-path": "/",
-        "dir-level": 2,
-        "bind-address": "0.0.0.0:9995",
-        "mode": "http",
-        "output-file": "./du-exporter.prom",
-        "db-path": default_db_path(environ),
-        "batch-size": 1000,
-        "max-procs": os.cpu_count() or 1,
-        "scan-interval-minutes": 60,
-        "keep-generations": 2,
-        "ignore-dirs": list(DEFAULT_IGNORE),
-        "one-file-system": False,
-        "follow-symlinks": False,
-        "size-mode": "disk",
-        "dir-count": True,
-        "file-count": True,
-        "size-bucket": True,
-        "max-iops": 0,
-        "scan-engine": "auto",
-        "scan-priority": "normal",
-        "owner-usage": False,
-        "log-level": "info",
-        "log-format": "auto",
+        k.name: k.default_in(environ) for k in TABLE if k.default is not UNSET
     }
 
 
 def _check_key(key: object, source: str) -> str:
     if isinstance(key, str) and key in KEYS:
         return key
-    hint = difflib.get_close_matches(str(key), KEYS, n=1)
-    suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
-    msg = f"unknown config key {key!r} in {source}{suggestion}"
+    msg = f"unknown config key {key!r} in {source}{did_you_mean(key, KEYS)}"
     raise ConfigError(msg)
 
 
@@ -391,7 +460,7 @@ def service_links(environ: Mapping[str, str]) -> list[str]:
 
 def read_environ(environ: Mapping[str, str]) -> dict[str, object]:
     """``DU_EXPORTER_<KEY>`` variables (``DU_EXPORTER_CONFIG`` excluded)."""
-    by_env = {ENV_PREFIX + k.upper().replace("-", "_"): k for k in KEYS}
+    by_env = {k.env: k.name for k in TABLE}
     out: dict[str, object] = {}
     for name, value in environ.items():
         if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG":
@@ -400,11 +469,9 @@ def read_environ(environ: Mapping[str, str]) -> dict[str, object]:
             continue
         if name not in by_env:
             guess = name.removeprefix(ENV_PREFIX).lower().replace("_", "-")
-            hint = difflib.get_close_matches(guess, KEYS, n=1)
-            suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
             msg = (
                 f"unknown config key {guess!r} in environment variable "
-                f"{name}{suggestion}"
+                f"{name}{did_you_mean(guess, KEYS)}"
             )
             raise ConfigError(msg)
         out[_check_key(by_env[name], "the environment")] = value
@@ -425,47 +492,27 @@ def build(
         for key, value in layer.items():
             merged[_check_key(key, "flags")] = value
             source_of[key] = rank
-    v = {key: PARSERS[key](value, key) for key, value in merged.items()}
-    roots = _roots(v, source_of)
+    v = {key: BY_NAME[key].parse(value, key) for key, value in merged.items()}
     host, port = v["bind-address"]
-    return Config(
-        roots=roots,
+    plain = {f.name for f in fields(Config)}
+    config = Config(
+        roots=_roots(v, source_of),
         bind_host=host,
         bind_port=port,
-        mode=v["mode"],
-        output_file=v["output-file"],
-        db_path=v["db-path"],
-        batch_size=v["batch-size"],
-        max_procs=v["max-procs"],
-        scan_interval_minutes=v["scan-interval-minutes"],
-        keep_generations=v["keep-generations"],
-        ignore_dirs=_ignore_dirs(v["ignore-dirs"]),
-        one_file_system=v["one-file-system"],
-        follow_symlinks=v["follow-symlinks"],
-        size_mode=v["size-mode"],
-        dir_count=v["dir-count"],
-        file_count=v["file-count"],
-        size_bucket=v["size-bucket"],
-        max_iops=v["max-iops"],
-        scan_engine=v["scan-engine"],
-        scan_priority=v["scan-priority"],
-        owner_usage=v["owner-usage"],
-        log_level=v["log-level"],
-        log_format=v["log-format"],
-        **_web(v),
+        **{
+            f: value
+            for key, value in v.items()
+            if (f := key.replace("-", "_")) in plain
+        },
     )
-
-
-def _web(v: Mapping[str, Any]) -> dict[str, Any]:
-    """The two web keys, the file loaded once so a bad one stops here."""
-    path: Path | None = v.get("web-config-file")
-    users: tuple[tuple[str, str], ...] = v.get("basic-auth-users", ())
-    web_config.load(path, users)
-    return {"web_config_file": path, "basic_auth_users": users}
+    # A bad web config file stops here, before anything starts; its TLS
+    # material is loaded only where it is used (the server, check-config).
+    web_config.check(config.web_config_file, config.basic_auth_users)
+    return config
 
 
 def _roots(v: Mapping[str, Any], source_of: Mapping[str, int]) -> tuple[Root, ...]:
-    """multi-paths replaces analyzed-path and dir-level (SPEC §2).
+    """multi-paths replaces analyzed-path and dir-level.
 
     Setting either of those in the same or a higher-precedence source as
     multi-paths is ambiguous and rejected; from a lower source (say, an
@@ -478,18 +525,6 @@ def _roots(v: Mapping[str, Any], source_of: Mapping[str, int]) -> tuple[Root, ..
             raise _fail(key, "cannot be combined with multi-paths")
     roots: tuple[Root, ...] = v["multi-paths"]
     return roots
-
-
-def _ignore_dirs(patterns: tuple[str, ...]) -> tuple[str, ...]:
-    out = []
-    for pattern in patterns:
-        if "/" in pattern and not pattern.startswith("/"):
-            raise _fail(
-                "ignore-dirs",
-                f"{pattern!r} must be an absolute path or a name without '/'",
-            )
-        out.append(pattern.rstrip("/") or "/")
-    return tuple(out)
 
 
 def load(

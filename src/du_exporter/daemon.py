@@ -31,9 +31,9 @@ from du_exporter.expose.families import (
     make_registry,
 )
 from du_exporter.notify import notify, start_watchdog
-from du_exporter.paths import Walk, plan_walks, root_levels
+from du_exporter.paths import Walk, display, plan_walks, root_levels
 from du_exporter.scan.pool import ScanPool
-from du_exporter.scan.runner import Writer
+from du_exporter.scan.runner import ScanRunner
 from du_exporter.scan.status import ScanStatus
 from du_exporter.scan.walker import engine_name
 from du_exporter.store.reader import Reader
@@ -41,7 +41,6 @@ from du_exporter.store.writer import Store
 from du_exporter.web.browse import browse_page
 from du_exporter.web.landing import landing_page
 from du_exporter.web.server import Pages, ServerHandle, start_server
-from du_exporter.web.webconfig import load as load_web_config
 
 
 log = structlog.get_logger("du_exporter")
@@ -174,7 +173,7 @@ class _Round:
     """One scan of some walks, in a thread of its own."""
 
     def __init__(
-        self, walks: list[Walk], writer: Writer, wake: threading.Event
+        self, walks: list[Walk], writer: ScanRunner, wake: threading.Event
     ) -> None:
         self.walks = walks
         self.writer = writer
@@ -262,9 +261,7 @@ class Daemon:
             browse=lambda query: browse_page(self.config, self.reader, query),
         )
         cfg = self.config
-        # Read again (build() checked it): certificates may have been
-        # renewed since.  A file broken in between is a ConfigError.
-        web = load_web_config(cfg.web_config_file, cfg.basic_auth_users)
+        web = cfg.web()  # read again: certificates may have been renewed
         try:
             server = start_server(
                 pages, cfg.bind_host, cfg.bind_port, web=web
@@ -318,7 +315,7 @@ class Daemon:
         schedule = self.schedule
         log.info(
             "started",
-            roots=[r.path for r in self.config.roots],
+            roots=[display(os.fsencode(r.path)) for r in self.config.roots],
             engine=engine_name(self.config.scan_engine),
             next_scan=wall_time(schedule.next_due()),
         )
@@ -385,7 +382,7 @@ class Daemon:
             return
         self._fit_pool()
         assert self.pool is not None  # noqa: S101 - set by run()
-        writer = Writer(
+        writer = ScanRunner(
             self.config, self.pool, self.store, self.status, on_complete=self._warm
         )
         self.round = _Round(walks, writer, self.wake)
@@ -407,7 +404,7 @@ class Daemon:
             retry = [d for t in failed if (d := self.schedule.due.get(t)) is not None]
             log.info(
                 "scan_retry",
-                roots=[os.fsdecode(t) for t in failed],
+                roots=[display(t) for t in failed],
                 next_scan=wall_time(min(retry, default=None)),
             )
 
@@ -471,6 +468,6 @@ class Daemon:
         self.schedule.all_due(changed, time.monotonic())
         log.info(
             "reloaded",
-            rescan=[os.fsdecode(w.top) for w in changed],
+            rescan=[display(w.top) for w in changed],
             config=new.summary(),
         )

@@ -1,4 +1,4 @@
-"""Exceptions, in one module to avoid import loops.
+"""Every exception du-exporter raises to the operator, and the hint.
 
 The CLI catches :class:`DuExporterError` and turns it into one line on
 stderr with the class's ``exit_code``: 2 for configuration and usage
@@ -7,7 +7,16 @@ errors, 1 for runtime failures.
 
 from __future__ import annotations
 
+import difflib
+
+from collections.abc import Iterable
 from typing import ClassVar
+
+
+def did_you_mean(word: object, known: Iterable[str]) -> str:
+    """``"; did you mean 'x'?"`` for the nearest known word, else ``""``."""
+    hint = difflib.get_close_matches(str(word), tuple(known), n=1)
+    return f"; did you mean {hint[0]!r}?" if hint else ""
 
 
 class DuExporterError(Exception):
@@ -36,6 +45,10 @@ class MigrationError(StoreError):
 
 class ScanAbortedError(DuExporterError):
     """A scan was stopped (SIGTERM) before it completed; nothing is kept."""
+
+
+class Unhealthy(DuExporterError):  # noqa: N818 - what the probe found
+    """``healthcheck``: the exporter did not answer ``/-/healthy`` with 200."""
 
 
 class NotFound(DuExporterError):  # noqa: N818 - the HTTP status it maps to

@@ -9,12 +9,14 @@ from __future__ import annotations
 import logging
 import sys
 
-from typing import TextIO
+from io import TextIOBase
+from typing import TextIO, cast
 
 import structlog
 
 
-_LEVELS = {
+#: The ``log-level`` values.
+LEVELS = {
     "debug": logging.DEBUG,
     "info": logging.INFO,
     "warning": logging.WARNING,
@@ -23,7 +25,7 @@ _LEVELS = {
 
 
 def configure_logging(
-    level: str = "info", fmt: str = "auto", stream: TextIO | None = None
+    level: str = "info", fmt: str = "auto", stream: TextIO | TextIOBase | None = None
 ) -> None:
     """Log to ``stream`` (stderr): JSON, or console lines on a terminal."""
     out = stream if stream is not None else sys.stderr
@@ -41,7 +43,7 @@ def configure_logging(
             structlog.processors.format_exc_info,
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
-        logger_factory=structlog.PrintLoggerFactory(out),
+        wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]),
+        logger_factory=structlog.PrintLoggerFactory(cast(TextIO, out)),
         cache_logger_on_first_use=False,
     )

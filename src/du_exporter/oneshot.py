@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import threading
 
-from typing import TextIO
-
 import structlog
 
 from du_exporter.config import Config
@@ -13,9 +11,9 @@ from du_exporter.errors import ScanAbortedError
 from du_exporter.expose.families import HealthCollector, make_registry
 from du_exporter.expose.textfile import write_textfile
 from du_exporter.paths import root_levels
-from du_exporter.progress import Progress
+from du_exporter.progress import Progress, Terminal
 from du_exporter.scan.pool import ScanPool
-from du_exporter.scan.runner import Writer
+from du_exporter.scan.runner import ScanRunner
 from du_exporter.scan.status import ScanStatus
 from du_exporter.store.reader import Reader
 from du_exporter.store.writer import Store
@@ -26,7 +24,7 @@ log = structlog.get_logger("du_exporter")
 
 def run_once(
     config: Config,
-    progress: TextIO | None = None,
+    progress: Terminal | None = None,
     stop: threading.Event | None = None,
 ) -> int:
     """Mode ``file``: scan every root, write the textfile, return the exit code.
@@ -40,7 +38,7 @@ def run_once(
     status = ScanStatus(list(root_levels(config.roots)))
     try:
         with ScanPool(config.max_procs, config.scan_priority) as pool:
-            writer = Writer(config, pool, store, status)
+            writer = ScanRunner(config, pool, store, status)
             if progress is not None and progress.isatty():
                 with Progress(status, progress):
                     ok = writer.scan_all(stop)

@@ -42,7 +42,7 @@ class RootLike(Protocol):
     def path(self) -> str: ...
 
     @property
-    def level(self) -> int: ...
+    def dir_level(self) -> int: ...
 
 
 def root_key(path: str) -> bytes:
@@ -52,7 +52,7 @@ def root_key(path: str) -> bytes:
 
 def root_levels(roots: Iterable[RootLike]) -> dict[bytes, int]:
     """Every configured root's key and its dir-level."""
-    return {root_key(r.path): r.level for r in roots}
+    return {root_key(r.path): r.dir_level for r in roots}
 
 
 @dataclass(frozen=True)
@@ -67,10 +67,10 @@ class Walk:
         return [root for root, _ in self.exports]
 
     def export_of(self, path: bytes) -> tuple[bytes, int] | None:
-        """The innermost root that gives ``path`` a row, and its level."""
-        for root, level in reversed(self.exports):
+        """The innermost root that gives ``path`` a row, and the depth below it."""
+        for root, dir_level in reversed(self.exports):
             depth = depth_under(path, root)
-            if depth <= level:
+            if depth <= dir_level:
                 return root, depth
         return None
 
@@ -78,15 +78,15 @@ class Walk:
 def plan_walks(roots: Iterable[RootLike]) -> list[Walk]:
     """Group the configured roots: nested roots join the outer walk."""
     walks: list[Walk] = []
-    for path, level in sorted(root_levels(roots).items()):
+    for path, dir_level in sorted(root_levels(roots).items()):
         outer = next(
             (w for w in walks if depth_under(path, w.top) < OUTSIDE), None
         )
         if outer is None:
-            walks.append(Walk(path, ((path, level),)))
+            walks.append(Walk(path, ((path, dir_level),)))
         else:
             walks[walks.index(outer)] = Walk(
-                outer.top, (*outer.exports, (path, level))
+                outer.top, (*outer.exports, (path, dir_level))
             )
     return walks
 

@@ -1,8 +1,8 @@
 """The Prometheus collector: the store's latest complete scans, per scrape.
 
-Every scrape reads one consistent snapshot of the database (one read
-transaction) and builds the metric families from it; nothing is cached
-between scrapes and nothing here ever starts a scan.
+The families are built from one consistent snapshot of the database
+(one read transaction); :mod:`du_exporter.expose.exposition` decides
+when, and keeps the rendered bytes.  Nothing here starts a scan.
 """
 
 from __future__ import annotations
@@ -244,7 +244,7 @@ def directory_specs(cfg: Config, *, every: bool = False) -> list[DirectorySpec]:
             "gauge",
             "disk" if disk else "apparent",
         ),
-        # SPEC names these *_count; promtool's linter reserves that suffix
+        # The README names these *_count; promtool's linter reserves that suffix
         # for histograms and summaries of every type but untyped, so they
         # are exposed untyped (a gauge in all but the TYPE line).
         DirectorySpec(

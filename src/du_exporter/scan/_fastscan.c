@@ -8,11 +8,20 @@
  * subdirectories, inodes with more than one link and errors come back as
  * Python objects, so the Python cost per file is zero.
  *
- * scan_dir(path: bytes, sort_big: bool, owners: bool = True) -> tuple:
+ * scan_dir(path: bytes, sort_big: bool, owners: bool, dev: int, ino: int,
+ *          nofollow: bool, one_fs: bool, root_dev: int) -> tuple:
  *   (entries, files, blocks, apparent, mtime, hist_sum, hist,
  *    subdirs, links, errors, dir_errno, owners)
+ * The directory is opened with O_NOFOLLOW when nofollow is true, and is
+ * read only if its fstat shows (dev, ino), the identity recorded when it
+ * was listed (else dir_errno is ENOENT, as GNU fts does): a directory
+ * swapped for a symlink or another directory mid-scan is never read.
+ * With one_fs, non-directories whose st_dev is not root_dev are left out
+ * (du -x); subdirectories come back and the caller checks them.
  * where
  *   blocks    sum of st_blocks (512-byte units) of counted non-directories
+ *   sums      (blocks, apparent, hist_sum, owners' sums) are unsigned
+ *             64-bit and saturate at 2**64 - 1 like du's
  *   hist      list of counts per SIZE_BUCKETS bound (apparent size of
  *             regular files), last = larger than every bound
  *   subdirs   [(name, index, dev, ino, st_blocks, st_size, mtime, uid)]
@@ -67,14 +76,19 @@ typedef struct {
     double mtime;
 } rec_t;
 
+typedef unsigned long long u64;
+
 typedef struct {
     uid_t uid;
-    long long blocks, apparent, files;
+    u64 blocks, apparent, files;
 } owner_t;
 
 /* Everything one directory adds up to; filled without the GIL. */
 typedef struct {
-    long long count, files, blocks, apparent, hsum;
+    int one_fs;
+    dev_t root_dev;
+    long long count, files;
+    u64 blocks, apparent, hsum;
     long long hist[N_BUCKETS + 1];
     double mtime;
     int by_owner;             /* sum per owner (the owners argument) */
@@ -85,6 +99,19 @@ typedef struct {
     char *rec_names;
     size_t rec_names_len, rec_names_cap;
 } scan_t;
+
+/* a + b, saturating at 2**64 - 1 as du does. */
+static u64 sat_add(u64 a, u64 b) {
+    u64 sum;
+    return __builtin_add_overflow(a, b, &sum) ? ~0ULL : sum;
+}
+
+/* st_size is signed; a negative one counts as 0. */
+static u64 unsigned_of(long long v) { return v < 0 ? 0 : (u64)v; }
+
+/* The blocks du counts: it computes st_blocks * 512 in unsigned 64 bits,
+   so only the low 55 bits of st_blocks (signed in userspace) count. */
+static u64 du_blocks(blkcnt_t b) { return (u64)b & ((1ULL << 55) - 1); }
 
 static int grow(void **buf, size_t *cap, size_t need, size_t size) {
     if (need <= *cap) return 0;
@@ -140,8 +167,8 @@ static int owner_add(scan_t *sc, const struct stat *st) {
     for (size_t i = 0; i < sc->n_owners; i++) {
         owner_t *o = &sc->owners[i];
         if (o->uid == st->st_uid) {
-            o->blocks += st->st_blocks;
-            o->apparent += st->st_size;
+            o->blocks = sat_add(o->blocks, du_blocks(st->st_blocks));
+            o->apparent = sat_add(o->apparent, unsigned_of(st->st_size));
             o->files++;
             return 0;
         }
@@ -149,7 +176,8 @@ static int owner_add(scan_t *sc, const struct stat *st) {
     owner_t *grown = realloc(sc->owners, (sc->n_owners + 1) * sizeof(owner_t));
     if (!grown) return -1;
     sc->owners = grown;
-    grown[sc->n_owners++] = (owner_t){st->st_uid, st->st_blocks, st->st_size, 1};
+    grown[sc->n_owners++] = (owner_t){st->st_uid, du_blocks(st->st_blocks),
+                                      unsigned_of(st->st_size), 1};
     return 0;
 }
 
@@ -169,7 +197,7 @@ static int record(scan_t *sc, int kind, const char *name, size_t index,
         r->dev = st->st_dev;
         r->ino = st->st_ino;
         r->uid = st->st_uid;
-        r->blocks = st->st_blocks;
+        r->blocks = (long long)du_blocks(st->st_blocks);
         r->size = st->st_size;
         r->mtime = mtime_of(st);
     }
@@ -184,16 +212,17 @@ static int fold(scan_t *sc, int dfd, const char *name, size_t index) {
         return record(sc, REC_ERR, name, index, NULL, errno);
     sc->count++;
     if (S_ISDIR(st.st_mode)) return record(sc, REC_DIR, name, index, &st, 0);
+    if (sc->one_fs && st.st_dev != sc->root_dev) return 0;  /* du -x */
     sc->files++;
     double m = mtime_of(&st);
     if (m > sc->mtime) sc->mtime = m;
     if (S_ISREG(st.st_mode)) {
         sc->hist[bucket_of(st.st_size)]++;
-        sc->hsum += st.st_size;
+        sc->hsum = sat_add(sc->hsum, unsigned_of(st.st_size));
     }
     if (st.st_nlink > 1) return record(sc, REC_LINK, name, index, &st, 0);
-    sc->blocks += st.st_blocks;
-    sc->apparent += st.st_size;
+    sc->blocks = sat_add(sc->blocks, du_blocks(st.st_blocks));
+    sc->apparent = sat_add(sc->apparent, unsigned_of(st.st_size));
     return sc->by_owner ? owner_add(sc, &st) : 0;
 }
 
@@ -210,9 +239,17 @@ static int fold_batch(scan_t *sc, int dfd, batch_t *b, int sort_big, size_t *ind
 
 /* Read, stat and sum one directory; no Python calls (runs without the GIL).
    Memory: one batch of names plus the records, never a stat per entry. */
-static int read_dir(const char *path, int sort_big, scan_t *sc) {
-    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) return errno;
+static int read_dir(const char *path, int sort_big, u64 dev, u64 ino,
+                    int nofollow, scan_t *sc) {
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC
+                  | (nofollow ? O_NOFOLLOW : 0));
+    if (fd < 0)  /* a symlink or file now: vanished */
+        return nofollow && (errno == ELOOP || errno == ENOTDIR) ? ENOENT : errno;
+    struct stat st;
+    if (fstat(fd, &st) || (u64)st.st_dev != dev || (u64)st.st_ino != ino) {
+        close(fd);  /* replaced since it was listed: vanished */
+        return ENOENT;
+    }
     DIR *dir = fdopendir(fd);
     if (!dir) {
         int e = errno;
@@ -289,11 +326,11 @@ static PyObject *build_result(const scan_t *sc, int dir_errno) {
     }
     for (size_t i = 0; i < sc->n_owners; i++) {
         const owner_t *o = &sc->owners[i];
-        if (append(ownl, Py_BuildValue("(K L L L)", (unsigned long long)o->uid,
+        if (append(ownl, Py_BuildValue("(K K K K)", (unsigned long long)o->uid,
                                        o->blocks, o->apparent, o->files)))
             goto done;
     }
-    result = Py_BuildValue("(L L L L d L O O O O i O)", sc->count, sc->files,
+    result = Py_BuildValue("(L L K K d K O O O O i O)", sc->count, sc->files,
                            sc->blocks, sc->apparent, sc->mtime, sc->hsum, histl,
                            subdirs, links, errors, dir_errno, ownl);
 done:
@@ -307,16 +344,20 @@ done:
 
 static PyObject *scan_dir(PyObject *self, PyObject *args) {
     const char *path;
-    int sort_big, by_owner = 1;
+    int sort_big, by_owner, nofollow, one_fs;
+    unsigned long long dev, ino, root_dev;
     (void)self;
-    if (!PyArg_ParseTuple(args, "yp|p", &path, &sort_big, &by_owner))
+    if (!PyArg_ParseTuple(args, "yppKKppK", &path, &sort_big, &by_owner, &dev,
+                          &ino, &nofollow, &one_fs, &root_dev))
         return NULL;
     scan_t sc;
     memset(&sc, 0, sizeof sc);
     sc.by_owner = by_owner;
+    sc.one_fs = one_fs;
+    sc.root_dev = (dev_t)root_dev;
     int err;
     Py_BEGIN_ALLOW_THREADS
-    err = read_dir(path, sort_big, &sc);
+    err = read_dir(path, sort_big, dev, ino, nofollow, &sc);
     Py_END_ALLOW_THREADS
     if (err == ENOMEM) {
         scan_free(&sc);
@@ -333,7 +374,8 @@ static PyObject *scan_dir(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"scan_dir", scan_dir, METH_VARARGS,
-     "scan_dir(path, sort_big, owners=True) -> sums, subdirs, links and errors of one "
+     "scan_dir(path, sort_big, owners, dev, ino, nofollow, one_fs, root_dev) -> "
+     "sums, subdirs, links and errors of one "
      "directory (see the module source)."},
     {NULL, NULL, 0, NULL},
 };

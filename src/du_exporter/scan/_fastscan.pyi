@@ -1,5 +1,13 @@
 def scan_dir(
-    path: bytes, sort_big: bool, owners: bool = True, /
+    path: bytes,
+    sort_big: bool,
+    owners: bool,
+    dev: int,
+    ino: int,
+    nofollow: bool,
+    one_fs: bool,
+    root_dev: int,
+    /,
 ) -> tuple[
     int,
     int,

@@ -13,7 +13,9 @@ other entry -- a symlink (scandir-rs reports its target), a name that
 is not UTF-8 (scandir-rs reports an error), a mount point, an entry
 scandir-rs missed or that changed in between -- is ``lstat``'ed here,
 relative to the descriptor.  A directory that cannot be opened or read
-is left to the walker's exact Python path (``None``), which reports it.
+is left to the walker's exact Python path (``None``), which reports it;
+so is one that is not the directory listed (a symlink in its place, or
+another device and inode: the walker reports it as vanished).
 """
 
 from __future__ import annotations
@@ -27,29 +29,35 @@ from typing import Any
 
 from scandir_rs import ReturnType, Scandir
 
-from du_exporter.scan.fs import fts_order
-from du_exporter.scan.model import SIZE_BUCKETS
-
-
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+from du_exporter.scan.fs import fts_order, open_listed
+from du_exporter.scan.model import SIZE_BUCKETS, du_blocks
 
 
 def scan_dir(
-    path: bytes, sort_big: bool, owners: bool = True, /
+    path: bytes,
+    sort_big: bool,
+    owners: bool,
+    dev: int,
+    ino: int,
+    nofollow: bool,
+    one_fs: bool,
+    root_dev: int,
+    /,
 ) -> tuple[Any, ...] | None:
     """``_fastscan.scan_dir`` by scandir-rs; ``None``: read it exactly."""
     try:
-        fd = os.open(path, _DIR_FLAGS)
+        fd = open_listed(path, dev, ino, nofollow=nofollow)
     except OSError:
         return None
     try:
-        return _scan_fd(fd, sort_big, owners)
+        return _scan_fd(fd, dev, sort_big, owners, root_dev if one_fs else None)
     finally:
         os.close(fd)
 
 
-def _scan_fd(fd: int, sort_big: bool, owners: bool) -> tuple[Any, ...] | None:
-    dir_dev = os.fstat(fd).st_dev
+def _scan_fd(
+    fd: int, dir_dev: int, sort_big: bool, owners: bool, only_dev: int | None
+) -> tuple[Any, ...] | None:
     try:
         with os.scandir(fd) as it:
             listing = [(os.fsencode(e.name), e.inode()) for e in it]
@@ -57,12 +65,16 @@ def _scan_fd(fd: int, sort_big: bool, owners: bool) -> tuple[Any, ...] | None:
         return None
     if sort_big:
         listing = fts_order(listing, itemgetter(1))
-    scan = Scandir(
-        f"/proc/self/fd/{fd}", max_depth=1, return_type=ReturnType.Ext
-    )
     # Ext entries (DirEntryExt, which the stubs name but the module
     # does not export).
-    ext: list[Any] = scan.collect()[0]
+    try:
+        ext: list[Any] = Scandir(
+            f"/proc/self/fd/{fd}", max_depth=1, return_type=ReturnType.Ext
+        ).collect()[0]
+    except Exception:  # noqa: BLE001 - scandir-rs raises a bare Exception too
+        # Its path to the descriptor vanished (renamed, swapped for a
+        # symlink): leave the directory to the exact Python path.
+        return None
     stats = {e.path: e for e in ext
              if not e.is_symlink and e.st_dev == dir_dev}
     count = files = blocks = apparent = hsum = 0
@@ -86,9 +98,12 @@ def _scan_fd(fd: int, sort_big: bool, owners: bool) -> tuple[Any, ...] | None:
             mode, nlink, ino, dev = st.st_mode, st.st_nlink, st.st_ino, st.st_dev
             nblocks, size, m, uid = st.st_blocks, st.st_size, st.st_mtime, st.st_uid
         count += 1
+        nblocks = du_blocks(nblocks)
         if S_ISDIR(mode):
             subdirs.append((name, index, dev, ino, nblocks, size, m, uid))
             continue
+        if only_dev is not None and dev != only_dev:
+            continue  # like du -x: any entry of another filesystem
         files += 1
         mtime = max(mtime, m)
         if S_ISREG(mode):

@@ -1,7 +1,8 @@
-"""Filesystem helpers of the walk: opening long paths, GNU fts's order."""
+"""Filesystem helpers of the walk: opening listed directories, GNU fts's order."""
 
 from __future__ import annotations
 
+import errno
 import os
 
 from collections.abc import Callable
@@ -18,17 +19,45 @@ _FTS_BATCH = 100_000
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 
-def open_dir(path: bytes) -> int:
+def open_listed(path: bytes, dev: int, ino: int, *, nofollow: bool) -> int:
+    """A descriptor of the directory listed as ``path`` with ``(dev, ino)``.
+
+    Like GNU fts: the directory opened must be the one listed, so one
+    swapped for a symlink (``nofollow``: the last component is never
+    followed) or for another directory since is never read; it is
+    reported as vanished (``ENOENT``).  A directory cannot be hard-linked,
+    so a matching identity proves that the components before it led back
+    into the tree.
+    """
+    try:
+        fd = open_dir(path, nofollow=nofollow)
+    except OSError as e:
+        if nofollow and e.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise _vanished(path) from None
+        raise
+    st = os.fstat(fd)
+    if (st.st_dev, st.st_ino) != (dev, ino):
+        os.close(fd)
+        raise _vanished(path)
+    return fd
+
+
+def _vanished(path: bytes) -> OSError:
+    return OSError(errno.ENOENT, os.strerror(errno.ENOENT), path)
+
+
+def open_dir(path: bytes, *, nofollow: bool = False) -> int:
     """A descriptor of the directory ``path``, however long the path is."""
+    last = _DIR_FLAGS | os.O_NOFOLLOW if nofollow else _DIR_FLAGS
     if len(path) < LONG_PATH:
-        return os.open(path, _DIR_FLAGS)
+        return os.open(path, last)
     fd = os.open(b"/" if path.startswith(b"/") else b".", _DIR_FLAGS)
     try:
         rest = path.lstrip(b"/")
         while rest:
             cut = rest.rfind(b"/", 0, LONG_PATH) if len(rest) >= LONG_PATH else -1
             part, rest = (rest[:cut], rest[cut + 1:]) if cut > 0 else (rest, b"")
-            new = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            new = os.open(part, last if not rest else _DIR_FLAGS, dir_fd=fd)
             os.close(fd)
             fd = new
     except BaseException:

@@ -18,6 +18,23 @@ SIZE_BUCKETS: tuple[int, ...] = tuple(4**k * 1024 for k in range(13))
 MAX_ERRORS = 20
 #: A unit returns early once it holds this many possible duplicates.
 MAX_LINKS = 50_000
+#: du's sums stop here (it prints "Infinity"); sizes, devices and inode
+#: numbers are unsigned 64-bit.
+U64_MAX = 2**64 - 1
+#: du computes ``st_blocks * 512`` in 64 bits (``st_blocks`` unsigned), so
+#: only the low 55 bits of ``st_blocks`` count.
+DU_BLOCKS_WRAP = 2**55
+
+
+def saturate(value: int) -> int:
+    """A sum as du keeps it: at most 2**64 - 1."""
+    return min(value, U64_MAX)
+
+
+def du_blocks(st_blocks: int) -> int:
+    """The 512-byte blocks du counts for ``st_blocks`` (which os.stat
+    reports negative from 2**63 on); times 512 they are du's bytes."""
+    return st_blocks % DU_BLOCKS_WRAP
 
 
 class Hunger(Protocol):
@@ -72,14 +89,15 @@ class Unit:
     disk: int
     apparent: int
     mtime: float
-    #: (dev, ino) of the directories above it, for loop detection when
-    #: following symlinks; empty otherwise.
+    #: (dev, ino) of the directories above it, for cycle detection (bind
+    #: mounts of an ancestor; symlink loops when following symlinks).
     ancestors: tuple[tuple[int, int], ...] = ()
     #: The inode itself goes through the once-per-inode table (always, when
     #: following symlinks).
     linked: bool = False
     #: Reached through a followed symlink: loses to a direct path.
     via_symlink: bool = False
+    #: Identity when listed: the directory is read only if it still has it.
     dev: int = 0
     ino: int = 0
     uid: int = 0

@@ -27,6 +27,7 @@ from types import TracebackType
 from typing import Self
 
 from du_exporter.errors import ScanAbortedError, ScanError
+from du_exporter.paths import display
 from du_exporter.scan.hunger import MappedHunger
 from du_exporter.scan.model import Plan, Unit, UnitResult
 from du_exporter.scan.worker import read_frame, write_frame
@@ -38,7 +39,7 @@ OnResult = Callable[[UnitResult, int, int | None], None]
 
 @dataclass
 class _Task:
-    uid: int
+    unit_id: int
     parent: int | None
     unit: Unit
 
@@ -53,10 +54,10 @@ class _Worker:
     """One worker process and the thread that reads its results."""
 
     def __init__(
-        self, hunger_fd: int, done: queue.SimpleQueue[_Done], level: str
+        self, hunger_fd: int, done: queue.SimpleQueue[_Done], priority: str
     ) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "du_exporter.scan.worker", str(hunger_fd), level],
+            [sys.executable, "-m", "du_exporter.scan.worker", str(hunger_fd), priority],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             pass_fds=(hunger_fd,),
@@ -131,9 +132,6 @@ class ScanPool:
         """Every worker process is running."""
         return bool(self._workers) and all(w.alive() for w in self._workers)
 
-    def pids(self) -> list[int]:
-        return [w.proc.pid for w in self._workers]
-
     def terminate(self) -> None:
         """Kill the workers now, even mid-unit, and reap them."""
         for w in self._workers:
@@ -205,11 +203,11 @@ class _Walk:
                 continue  # the end of a worker killed between walks
             if not isinstance(done.result, UnitResult):
                 reason = done.result or f"exited with {done.worker.proc.wait()}"
-                msg = f"scan worker failed on {task.unit.path!r}: {reason}"
+                msg = f"scan worker failed on '{display(task.unit.path)}': {reason}"
                 raise ScanError(msg)
             done.worker.task = None
             self.busy -= 1
             for child in done.result.children:
-                self.add(child, task.uid)
+                self.add(child, task.unit_id)
             self.dispatch()
-            self.on_result(done.result, task.uid, task.parent)
+            self.on_result(done.result, task.unit_id, task.parent)

@@ -14,23 +14,24 @@ import os
 import platform
 
 
-LEVELS = ("normal", "low", "idle")
 _NICE = {"normal": 0, "low": 10, "idle": 19}
+#: The ``scan-priority`` values.
+PRIORITIES = tuple(_NICE)
 # ioprio_set(2): (class << 13) | data; best-effort = 2, idle = 3.
 _IOPRIO = {"normal": None, "low": (2 << 13) | 7, "idle": 3 << 13}
 _IOPRIO_WHO_PROCESS = 1
 _SYSCALL = {"x86_64": 251, "aarch64": 30, "i686": 289, "armv7l": 314}
 
 
-def apply(level: str) -> list[str]:
+def apply(priority: str) -> list[str]:
     """Lower this process's priority; return what could not be done."""
     problems = []
-    if _NICE[level]:
+    if _NICE[priority]:
         try:
-            os.nice(_NICE[level])
+            os.nice(_NICE[priority])
         except OSError as e:
             problems.append(f"nice: {e.strerror}")
-    value = _IOPRIO[level]
+    value = _IOPRIO[priority]
     if value is not None:
         problems += _set_ioprio(value)
     return problems
@@ -44,14 +45,3 @@ def _set_ioprio(value: int) -> list[str]:
     if libc.syscall(nr, _IOPRIO_WHO_PROCESS, 0, value) != 0:
         return [f"ioprio_set: {os.strerror(ctypes.get_errno())}"]
     return []
-
-
-def ioprio_of(pid: int) -> int:
-    """ioprio_get(2) of a process (for tests); -1 where unknown."""
-    nr = {"x86_64": 252, "aarch64": 31, "i686": 290, "armv7l": 315}.get(
-        platform.machine()
-    )
-    if nr is None:
-        return -1
-    libc = ctypes.CDLL(None, use_errno=True)
-    return int(libc.syscall(nr, _IOPRIO_WHO_PROCESS, pid))

@@ -1,4 +1,4 @@
-"""The single writer: walk each root with the pool, store a generation.
+"""Scan runs: walk each root with the pool, store each as a generation.
 
 Roots nested inside another configured root are not walked on their
 own: the outer walk covers them, and they only decide which directories
@@ -20,8 +20,15 @@ import structlog
 
 from du_exporter.config import Config
 from du_exporter.errors import ScanAbortedError, ScanError, StoreError
-from du_exporter.paths import Walk, depth_under, plan_walks
-from du_exporter.scan.model import SIZE_BUCKETS, Plan, Unit, UnitResult
+from du_exporter.paths import Walk, depth_under, display, plan_walks
+from du_exporter.scan.model import (
+    SIZE_BUCKETS,
+    Plan,
+    Unit,
+    UnitResult,
+    du_blocks,
+    saturate,
+)
 from du_exporter.scan.pool import ScanPool
 from du_exporter.scan.status import ScanStatus
 from du_exporter.store.rows import LinkRow, UnitRow
@@ -42,8 +49,8 @@ class _Totals:
 class _Batch:
     """Buffer rows; write ``size`` of them per transaction."""
 
-    def __init__(self, store: Store, gen: int, size: int) -> None:
-        self.store, self.gen, self.size = store, gen, size
+    def __init__(self, store: Store, gen_id: int, size: int) -> None:
+        self.store, self.gen_id, self.size = store, gen_id, size
         self.units: list[UnitRow] = []
         self.links: list[LinkRow] = []
 
@@ -55,11 +62,11 @@ class _Batch:
 
     def flush(self) -> None:
         if self.units or self.links:
-            self.store.write_batch(self.gen, self.units, self.links)
+            self.store.write_batch(self.gen_id, self.units, self.links)
             self.units, self.links = [], []
 
 
-class Writer:
+class ScanRunner:
     """Runs scans of every root and stores them."""
 
     def __init__(
@@ -90,7 +97,7 @@ class Writer:
     def scan_walk(self, walk: Walk, stop: threading.Event) -> bool:
         self.status.started(walk.roots)
         started = time.time()
-        label = os.fsdecode(walk.top)
+        label = display(walk.top)
         self.log.info("scan_started", root=label)
         try:
             totals = self._scan(walk, stop)
@@ -120,15 +127,15 @@ class Writer:
         try:
             st = os.stat(path)
         except OSError as e:
-            msg = f"root {os.fsdecode(path)!r}: {e.strerror}"
+            msg = f"root '{display(path)}': {e.strerror}"
             raise ScanError(msg) from None
         if not stat.S_ISDIR(st.st_mode):
-            msg = f"root {os.fsdecode(path)!r}: not a directory"
+            msg = f"root '{display(path)}': not a directory"
             raise ScanError(msg)
         unit = Unit(
             path=path,
             key=b"",
-            disk=st.st_blocks * 512,
+            disk=du_blocks(st.st_blocks) * 512,
             apparent=st.st_size,
             mtime=st.st_mtime,
             linked=self.config.follow_symlinks,
@@ -152,19 +159,19 @@ class Writer:
             owner_usage=cfg.owner_usage,
         )
         self.store.drop_incomplete()  # what a failed earlier attempt left
-        gen = self.store.begin_generation(walk.top, time.time())
-        batch = _Batch(self.store, gen, cfg.batch_size)
+        gen_id = self.store.begin_generation(walk.top, time.time())
+        batch = _Batch(self.store, gen_id, cfg.batch_size)
         totals = _Totals()
 
-        def on_result(res: UnitResult, uid: int, parent: int | None) -> None:
-            self._record(walk, res, uid, parent, batch, totals)
+        def on_result(res: UnitResult, unit_id: int, parent: int | None) -> None:
+            self._record(walk, res, unit_id, parent, batch, totals)
 
         try:
             self.pool.walk(plan, top, on_result, stop)
             batch.flush()
             bounds = [*map(float, SIZE_BUCKETS), float("inf")]
             self.store.complete_generation(
-                gen,
+                gen_id,
                 finished=time.time(),
                 entries=totals.entries,
                 unreadable=totals.unreadable,
@@ -175,7 +182,7 @@ class Writer:
             )
         except BaseException:
             with suppress(StoreError):  # a full disk: dropped next time
-                self.store.fail_generation(gen)
+                self.store.fail_generation(gen_id)
             raise
         return totals
 
@@ -183,7 +190,7 @@ class Writer:
         self,
         walk: Walk,
         res: UnitResult,
-        uid: int,
+        unit_id: int,
         parent: int | None,
         batch: _Batch,
         totals: _Totals,
@@ -191,19 +198,19 @@ class Writer:
         export = walk.export_of(res.path)
         batch.add(
             UnitRow(
-                id=uid,
+                id=unit_id,
                 parent=parent,
                 depth=depth_under(res.path, walk.top),
                 path=res.path,
                 root=export[0] if export else None,
                 level=export[1] if export else None,
-                disk=res.disk,
-                apparent=res.apparent,
+                disk=saturate(res.disk),
+                apparent=saturate(res.apparent),
                 files=res.files,
                 dirs=res.dirs,
                 mtime=res.mtime,
             ),
-            [(uid, *link) for link in res.links],
+            [(unit_id, *link) for link in res.links],
         )
         totals.entries += res.entries
         totals.unreadable += res.unreadable
@@ -212,8 +219,8 @@ class Writer:
         totals.histogram_sum += res.histogram_sum
         for owner, (disk, apparent) in res.owners.items():
             sums = totals.owners.setdefault(owner, [0, 0])
-            sums[0] += disk
-            sums[1] += apparent
+            sums[0] = saturate(sums[0] + disk)
+            sums[1] = saturate(sums[1] + apparent)
         for path, reason in res.errors:
-            self.log.warning("unreadable", path=os.fsdecode(path), error=reason)
+            self.log.warning("unreadable", path=display(path), error=reason)
         self.status.progress(walk.roots, totals.entries)

@@ -7,8 +7,9 @@ subdirectory into the unit's totals, and hands back as separate units
 only the subdirectories that must get their own row (see
 :class:`Plan`) or that it gives away to idle workers.
 
-Sizes are exact like GNU du: ``st_blocks * 512`` (``du -B1``) and
-``st_size`` (``du -b``), a directory's own inode included.  An inode
+Sizes are exact like GNU du: ``st_blocks * 512`` (``du -B1``, in 64 bits
+as du computes it) and ``st_size`` (``du -b``), a directory's own inode
+included; the store saturates the sums at 2**64 - 1 as du does.  An inode
 with more than one link is not summed here: it is reported with an
 *order key* so that the parent counts it once, in the directory where du
 would meet it first (depth first, entries in the order the filesystem
@@ -17,6 +18,7 @@ entries on the filesystems where GNU fts does that).
 """
 from __future__ import annotations
 
+import errno
 import os
 
 from bisect import bisect_left
@@ -31,20 +33,23 @@ from du_exporter.scan.fs import (
     NO_INODE_SORT,
     fs_type,
     fts_order,
-    open_dir,
+    open_listed,
 )
 from du_exporter.scan.ignore import Ignore
 from du_exporter.scan.model import (
+    DU_BLOCKS_WRAP,
     MAX_LINKS,
     SIZE_BUCKETS,
     Hunger,
     Plan,
     Unit,
     UnitResult,
+    du_blocks,
 )
 
 
 _KEY_WIDTH = 4
+_CYCLE = "circular directory structure: a directory containing itself"
 
 
 def scan_unit(
@@ -72,7 +77,11 @@ class _DirStat(NamedTuple):
     st_uid: int
 
 
-ScanDir = Callable[[bytes, bool, bool], tuple[Any, ...] | None]
+#: (path, sort_big, owners, dev, ino, nofollow, one_fs, root_dev): see
+#: ``_fastscan.c``.
+ScanDir = Callable[
+    [bytes, bool, bool, int, int, bool, bool, int], tuple[Any, ...] | None
+]
 
 #: The values of ``scan-engine``.
 ENGINES = ("auto", "c", "scandir-rs", "python")
@@ -165,7 +174,10 @@ class _Walker:
         per-file objects.  False: the engine left this directory to the
         exact Python path."""
         assert self.fast is not None  # noqa: S101 - checked by the caller
-        got = self.fast(d.path, self._sorts(d.dev), self.plan.owner_usage)
+        plan = self.plan
+        got = self.fast(d.path, self._sorts(d.dev), plan.owner_usage, d.dev,
+                        d.ino, self._nofollow(d), plan.one_file_system,
+                        plan.root_dev)
         if got is None:
             return False
         (count, files, blocks, apparent, mtime, hsum, hist, subdirs, links,
@@ -175,8 +187,8 @@ class _Walker:
             res.error(d.path, OSError(err, os.strerror(err)))
             return True
         prefix = d.path if d.path.endswith(b"/") else d.path + b"/"
-        for name, errno in errors:
-            res.error(prefix + name, OSError(errno, os.strerror(errno)))
+        for name, code in errors:
+            res.error(prefix + name, OSError(code, os.strerror(code)))
         res.entries += count
         res.files += files
         res.disk += blocks * 512
@@ -219,7 +231,7 @@ class _Walker:
                 and self._read_fast(d, res, stack)):
             return
         try:
-            fd = open_dir(d.path)
+            fd = open_listed(d.path, d.dev, d.ino, nofollow=self._nofollow(d))
         except OSError as e:
             self.throttle.tick()
             res.error(d.path, e)
@@ -228,6 +240,11 @@ class _Walker:
             self._read_entries(d, fd, skip, res, stack)
         finally:
             os.close(fd)
+
+    def _nofollow(self, d: Unit) -> bool:
+        """Whether ``d``'s last component must not be a symlink: always
+        but for a root given as a symlink and when following symlinks."""
+        return not self.plan.follow_symlinks and d.key != b""
 
     def _read_entries(
         self,
@@ -240,6 +257,7 @@ class _Walker:
         """The Python hot loop: one ``lstat`` (``fstatat``) per entry."""
         plan = self.plan
         follow = plan.follow_symlinks
+        only_dev = plan.root_dev if plan.one_file_system else None
         entries = self._list(d, res, fd)
         if entries is None:
             return
@@ -278,17 +296,21 @@ class _Walker:
                 key = d.key + index.to_bytes(_KEY_WIDTH, "big")
                 self._dir(path, key, st, d, via, res, stack)
                 continue
+            if only_dev is not None and st.st_dev != only_dev:
+                continue  # like du -x: any entry of another filesystem
             files += 1
             mtime = max(mtime, st.st_mtime)
             if st.st_nlink > 1 or follow:
                 key = self._key(d.key + index.to_bytes(_KEY_WIDTH, "big"), via)
-                links.append((st.st_dev, st.st_ino, key, st.st_blocks * 512,
+                links.append((st.st_dev, st.st_ino, key,
+                              du_blocks(st.st_blocks) * 512,
                               st.st_size, st.st_uid))
             else:
-                blocks += st.st_blocks
+                nblocks = st.st_blocks % DU_BLOCKS_WRAP  # du_blocks, inlined
+                blocks += nblocks
                 apparent += st.st_size
                 if own is not None:
-                    own(st.st_uid, st.st_blocks * 512, st.st_size)
+                    own(st.st_uid, nblocks * 512, st.st_size)
             if S_ISREG(mode):
                 hist[bisect_left(SIZE_BUCKETS, st.st_size)] += 1
                 hsum += st.st_size
@@ -327,16 +349,19 @@ class _Walker:
         plan = self.plan
         if plan.one_file_system and st.st_dev != plan.root_dev:
             return  # like du -x: a mount point is neither walked nor counted
-        ancestors: tuple[tuple[int, int], ...] = ()
-        if plan.follow_symlinks:
-            ancestors = (*parent.ancestors, (parent.dev, parent.ino))
-            if (st.st_dev, st.st_ino) in ancestors:
-                return  # a symlink loop: the directory is being walked
+        ancestors = (*parent.ancestors, (parent.dev, parent.ino))
+        if (st.st_dev, st.st_ino) in ancestors:
+            # The directory is being walked: a symlink loop, or a bind
+            # mount of an ancestor into the tree (du: "circular directory
+            # structure", FTS_DC); counted nowhere, never entered.
+            if not plan.follow_symlinks:
+                res.error(path, OSError(errno.ELOOP, _CYCLE))
+            return
         res.dirs += 1
         sub = Unit(
             path=path,
             key=key,
-            disk=st.st_blocks * 512,
+            disk=du_blocks(st.st_blocks) * 512,
             apparent=st.st_size,
             mtime=st.st_mtime,
             ancestors=ancestors,

@@ -15,6 +15,7 @@ import sys
 
 from typing import IO
 
+from du_exporter.paths import display
 from du_exporter.scan import priority
 from du_exporter.scan.budget import Throttle
 from du_exporter.scan.hunger import MappedHunger
@@ -41,6 +42,15 @@ def write_frame(stream: IO[bytes], data: bytes) -> None:
     stream.flush()
 
 
+def _reason(e: Exception) -> str:
+    """An error for the log: a path in it shown as people read paths,
+    never as a Python bytes literal."""
+    if isinstance(e, OSError) and e.filename is not None:
+        where = display(os.fsencode(e.filename))
+        return f"{type(e).__name__}: {e.strerror}: '{where}'"
+    return f"{type(e).__name__}: {e}"
+
+
 def main() -> None:
     # Ctrl-C reaches the whole process group: the parent decides.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -64,7 +74,7 @@ def main() -> None:
         try:
             result: object = scan_unit(plan, unit, hunger, throttle)
         except Exception as e:  # noqa: BLE001 - reported to the parent, which fails the scan
-            result = f"{type(e).__name__}: {e}"
+            result = _reason(e)
         try:
             write_frame(stdout, pickle.dumps(result, pickle.HIGHEST_PROTOCOL))
         except BrokenPipeError:  # the parent is gone (killed): so are we

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from du_exporter.errors import StoreError
+from du_exporter.store.completion import U64_COLUMNS, sql_unsigned
 from du_exporter.store.db import connect
 from du_exporter.store.rows import (
     GEN_COLUMNS,
@@ -22,6 +23,7 @@ from du_exporter.store.rows import (
     DirRow,
     Generation,
     Snapshot,
+    dir_row,
     generation,
 )
 from du_exporter.store.schema import user_version
@@ -60,7 +62,7 @@ class Reader:
             if with_rows:
                 for g in gens.values():
                     rows.extend(
-                        DirRow(*r) for r in c.execute(
+                        dir_row(r) for r in c.execute(
                             f"SELECT {ROW_COLUMNS} FROM units WHERE gen = ?"  # noqa: S608 - constant columns
                             " ORDER BY path",
                             (g.id,),
@@ -149,7 +151,10 @@ class ReadSession:
         if not set(names) <= _VALUE_COLUMNS:
             msg = f"not value columns: {names!r}"
             raise ValueError(msg)
-        values = "".join(f", {name}" for name in names)
+        values = "".join(
+            f", {sql_unsigned(name) if name in U64_COLUMNS else name}"
+            for name in names
+        )
         return self.conn.execute(
             f"SELECT path, root, level{values} FROM units"  # noqa: S608 - checked columns
             " WHERE gen = ? AND root IS NOT NULL ORDER BY path",
@@ -182,7 +187,7 @@ class ReadSession:
             sql += " AND (path = ? OR (path >= ? AND path < ?))"
             args += (under, under + b"/", under + b"0")
         for r in self.conn.execute(sql + " ORDER BY path", args):
-            yield DirRow(*r)
+            yield dir_row(r)
 
     def find_dir(
         self, gen: int, depth: int, path: bytes, parent: int | None = None
@@ -207,7 +212,7 @@ class ReadSession:
             sql += " AND parent = ?"
             args += (parent,)
         row = self.conn.execute(sql, args).fetchone()
-        return None if row is None else (int(row[0]), DirRow(*row[1:]))
+        return None if row is None else (int(row[0]), dir_row(row[1:]))
 
     def child_dirs(
         self, gen: int, depth: int, parent: int
@@ -217,7 +222,7 @@ class ReadSession:
         One probe of the index on ``(gen, depth, parent)``; unsorted.
         """
         return [
-            (int(r[0]), DirRow(*r[1:])) for r in self.conn.execute(
+            (int(r[0]), dir_row(r[1:])) for r in self.conn.execute(
                 f"SELECT id, {ROW_COLUMNS} FROM units"  # noqa: S608 - constant columns
                 " INDEXED BY units_depth"
                 " WHERE gen = ? AND depth = ? AND parent = ?"

@@ -7,6 +7,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from du_exporter.store.completion import from_sql
+
 
 @dataclass(frozen=True)
 class UnitRow:
@@ -50,7 +52,7 @@ class Generation:
 class DirRow:
     """One exported directory of a complete generation."""
 
-    gen: int
+    gen_id: int
     path: bytes
     root: bytes
     level: int
@@ -78,6 +80,13 @@ GEN_COLUMNS = (
     "id, root, started, finished, entries, unreadable, histogram, owners"
 )
 ROW_COLUMNS = "gen, path, root, level, disk, apparent, files, dirs, mtime"
+
+
+def dir_row(row: tuple[Any, ...]) -> DirRow:
+    """A :data:`ROW_COLUMNS` row as read from the store."""
+    gen, path, root, level, disk, apparent, files, dirs, mtime = row
+    return DirRow(gen, path, root, level, from_sql(disk), from_sql(apparent),
+                  files, dirs, mtime)
 
 
 def generation(row: tuple[Any, ...]) -> Generation:

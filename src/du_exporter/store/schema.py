@@ -85,7 +85,7 @@ def _v2(conn: sqlite3.Connection) -> None:
         conn,
         """
         ALTER TABLE links ADD COLUMN uid INTEGER NOT NULL DEFAULT 0;
-        -- JSON {uid: [disk, apparent, files]} of the walked root, when
+        -- JSON {uid: [disk, apparent]} of the walked root, when
         -- owner-usage is on.
         ALTER TABLE generations ADD COLUMN owners TEXT;
         """,

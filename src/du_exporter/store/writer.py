@@ -21,6 +21,7 @@ from du_exporter.store.completion import (
     owners_with_links,
     resolve_links,
     sum_subtrees,
+    to_sql,
 )
 from du_exporter.store.db import connect, enable_wal
 from du_exporter.store.rows import LinkRow, UnitRow
@@ -107,18 +108,18 @@ class Store:
     def drop_incomplete(self) -> int:
         """Delete generations a crash or a failed scan left behind."""
         with self.atomic() as c:
-            gens = [r[0] for r in c.execute(
+            gen_ids = [r[0] for r in c.execute(
                 "SELECT id FROM generations WHERE status != 'complete'"
             )]
-            self._delete(c, gens)
-        return len(gens)
+            self._delete(c, gen_ids)
+        return len(gen_ids)
 
     @staticmethod
-    def _delete(c: sqlite3.Connection, gens: Sequence[int]) -> None:
-        for gen in gens:
-            c.execute("DELETE FROM units WHERE gen = ?", (gen,))
-            c.execute("DELETE FROM links WHERE gen = ?", (gen,))
-            c.execute("DELETE FROM generations WHERE id = ?", (gen,))
+    def _delete(c: sqlite3.Connection, gen_ids: Sequence[int]) -> None:
+        for gen_id in gen_ids:
+            c.execute("DELETE FROM units WHERE gen = ?", (gen_id,))
+            c.execute("DELETE FROM links WHERE gen = ?", (gen_id,))
+            c.execute("DELETE FROM generations WHERE id = ?", (gen_id,))
 
     def begin_generation(self, root: bytes, started: float) -> int:
         with self.atomic() as c:
@@ -129,7 +130,7 @@ class Store:
             return int(cur.lastrowid or 0)
 
     def write_batch(
-        self, gen: int, units: Sequence[UnitRow], links: Sequence[LinkRow]
+        self, gen_id: int, units: Sequence[UnitRow], links: Sequence[LinkRow]
     ) -> None:
         """Store one batch of units and links in one transaction."""
         with self.atomic() as c:
@@ -138,20 +139,23 @@ class Store:
                 " own_disk, own_apparent, own_files, own_dirs, own_mtime)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (gen, u.id, u.parent, u.depth, u.path, u.root, u.level,
-                     u.disk, u.apparent, u.files, u.dirs, u.mtime)
+                    (gen_id, u.id, u.parent, u.depth, u.path, u.root, u.level,
+                     to_sql(u.disk), to_sql(u.apparent), u.files, u.dirs,
+                     u.mtime)
                     for u in units
                 ],
             )
             c.executemany(
                 "INSERT INTO links (gen, unit, dev, ino, key, disk, apparent,"
                 " uid) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [(gen, *link) for link in links],
+                [(gen_id, unit, to_sql(dev), to_sql(ino), key, to_sql(disk),
+                  to_sql(apparent), uid)
+                 for unit, dev, ino, key, disk, apparent, uid in links],
             )
 
     def complete_generation(
         self,
-        gen: int,
+        gen_id: int,
         *,
         finished: float,
         entries: int,
@@ -169,20 +173,20 @@ class Store:
         hist = json.dumps({"buckets": list(histogram), "sum": histogram_sum})
         with self.atomic() as c:
             owned = None if owners is None else json.dumps(
-                owners_with_links(c, gen, owners)
+                owners_with_links(c, gen_id, owners)
             )
-            c.execute("UPDATE generations SET owners = ? WHERE id = ?", (owned, gen))
-            resolve_links(c, gen)
-            sum_subtrees(c, gen)
-            c.execute("DELETE FROM links WHERE gen = ?", (gen,))
-            c.execute("DELETE FROM units WHERE gen = ? AND root IS NULL", (gen,))
+            c.execute("UPDATE generations SET owners = ? WHERE id = ?", (owned, gen_id))
+            resolve_links(c, gen_id)
+            sum_subtrees(c, gen_id)
+            c.execute("DELETE FROM links WHERE gen = ?", (gen_id,))
+            c.execute("DELETE FROM units WHERE gen = ? AND root IS NULL", (gen_id,))
             c.execute(
                 "UPDATE generations SET status = 'complete', finished = ?,"
                 " entries = ?, unreadable = ?, histogram = ? WHERE id = ?",
-                (finished, entries, unreadable, hist, gen),
+                (finished, entries, unreadable, hist, gen_id),
             )
             root = c.execute(
-                "SELECT root FROM generations WHERE id = ?", (gen,)
+                "SELECT root FROM generations WHERE id = ?", (gen_id,)
             ).fetchone()[0]
             old = [r[0] for r in c.execute(
                 "SELECT id FROM generations WHERE root = ? AND status ="
@@ -191,7 +195,7 @@ class Store:
             )]
             self._delete(c, old)
 
-    def fail_generation(self, gen: int) -> None:
+    def fail_generation(self, gen_id: int) -> None:
         with self.atomic() as c:
-            self._delete(c, [gen])
+            self._delete(c, [gen_id])
 

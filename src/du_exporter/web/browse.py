@@ -5,198 +5,42 @@ directory ``P`` of the latest complete generation (breadcrumbs, its
 totals, its child directories by size with proportional bars, and the
 growth since the previous complete generation when one is kept);
 ``/browse`` alone lists the roots.  ``path`` is the path as labels
-render it (:func:`~du_exporter.collect.label_path`, ``\xNN`` for bytes
+render it (:func:`~du_exporter.paths.label_path`, ``\xNN`` for bytes
 that are not UTF-8), percent-encoded in links.
 
-A page is one read transaction of indexed lookups: the directory is
-found by walking down from its root through the index on ``units
-(gen, depth, parent)``, one probe per level, and its children are one
-more probe.  Plain HTML and CSS, no JavaScript.
+The data comes from :mod:`du_exporter.web.listing`; this module turns it
+into HTML.  Plain HTML and CSS, no JavaScript: the style sheet
+(``browse.css``) and the page and table frames (``templates/``) are
+package data.
 """
 
 from __future__ import annotations
 
 import html
 import re
+import string
 import urllib.parse
 
-from dataclasses import dataclass
+from importlib import resources
 
 from du_exporter.config import Config
 from du_exporter.errors import NotFound
 from du_exporter.paths import (
-    OUTSIDE,
-    depth_under,
     display,
     human_bytes,
     label_path,
-    root_levels,
     size_of,
     unlabel_path,
     when,
 )
-from du_exporter.store.reader import Reader, ReadSession
-from du_exporter.store.rows import DirRow, Generation
+from du_exporter.store.reader import Reader
+from du_exporter.store.rows import DirRow
+from du_exporter.web import sunburst
+from du_exporter.web.listing import Listing, RootEntry, listing, root_entries
 
 
 #: Child directories listed on one page; the rest are summed in one row.
 MAX_ROWS = 1000
-
-
-@dataclass(frozen=True)
-class Child:
-    """A child directory now, and in the previous generation (or None)."""
-
-    row: DirRow
-    before: DirRow | None
-
-
-@dataclass(frozen=True)
-class Listing:
-    """What the page of one directory shows."""
-
-    gen: Generation
-    previous: Generation | None
-    directory: DirRow
-    before: DirRow | None
-    #: Largest first.
-    children: list[Child]
-    #: Children in the previous generation that are gone now.
-    gone: list[DirRow]
-    #: Configured roots below that no child leads to (a directory
-    #: between them has no row).
-    nested: list[DirRow]
-    #: The prefixes of the path, from the walked root, that have a row.
-    crumbs: list[tuple[bytes, bool]]
-    #: The configured dir-level of the root exporting the directory.
-    level: int | None
-
-
-def _join(parent: bytes, name: bytes) -> bytes:
-    return parent.rstrip(b"/") + b"/" + name
-
-
-def _latest(
-    gens: list[Generation],
-) -> dict[bytes, tuple[Generation, Generation | None]]:
-    """Per walked root: the latest complete generation and the one before."""
-    out: dict[bytes, tuple[Generation, Generation | None]] = {}
-    for g in gens:  # oldest first
-        before = out.get(g.root)
-        out[g.root] = (g, before[0] if before else None)
-    return out
-
-
-def _locate(
-    s: ReadSession, gen: int, top: bytes, path: bytes, nested: frozenset[bytes]
-) -> tuple[tuple[int, DirRow] | None, list[tuple[bytes, bool]]]:
-    """Walk down from ``top`` to ``path``, one index probe per level.
-
-    Returns the directory (or None) and every prefix with whether it has
-    a row.  A nested root below a directory without a row is searched
-    by its depth.
-    """
-    found = s.find_dir(gen, 0, top)
-    chain = [(top, found is not None)]
-    cur = top
-    rel = path[len(top):].strip(b"/")
-    for depth, name in enumerate(rel.split(b"/") if rel else [], 1):
-        cur = _join(cur, name)
-        if found is not None:
-            found = s.find_dir(gen, depth, cur, found[0])
-        if found is None and cur in nested:
-            found = s.find_dir(gen, depth, cur)
-        chain.append((cur, found is not None))
-    return found, chain
-
-
-def listing(reader: Reader, config: Config, path: bytes) -> Listing:
-    """The directory ``path`` of the last complete scan; :class:`NotFound`."""
-    roots = root_levels(config.roots)
-    with reader.session() as s:
-        gens = _latest(s.complete_generations())
-        tops = [t for t in gens if depth_under(path, t) < OUTSIDE]
-        if not tops:
-            msg = f"{label_path(path)!r} is in no complete scan"
-            raise NotFound(msg)
-        top = max(tops, key=len)
-        gen, previous = gens[top]
-        nested = frozenset(r for r in roots if 0 < depth_under(r, top) < OUTSIDE)
-        found, chain = _locate(s, gen.id, top, path, nested)
-        if found is None:
-            msg = f"{label_path(path)!r} is not a directory of the last complete scan"
-            raise NotFound(msg)
-        uid, row = found
-        depth = depth_under(row.path, top) + 1
-        kids = [r for _, r in s.child_dirs(gen.id, depth, uid)]
-        before, old = None, {}
-        if previous is not None:
-            was = _locate(s, previous.id, top, path, nested)[0]
-            if was is not None:
-                before = was[1]
-                old = {r.path: r for _, r in s.child_dirs(previous.id, depth, was[0])}
-        below = _unreached(nested, path, kids)
-        extra = [f[1] for f in (_locate(s, gen.id, top, r, nested)[0] for r in below) if f]
-    kids.sort(key=lambda r: (-size_of(config.size_mode, r), r.path))
-    now = {r.path for r in kids}
-    gone = sorted(
-        (r for p, r in old.items() if p not in now),
-        key=lambda r: (-size_of(config.size_mode, r), r.path),
-    )
-    return Listing(
-        gen=gen,
-        previous=previous,
-        directory=row,
-        before=before,
-        children=[Child(r, old.get(r.path)) for r in kids],
-        gone=gone,
-        nested=extra,
-        crumbs=chain,
-        level=roots.get(row.root),
-    )
-
-
-def _unreached(
-    nested: frozenset[bytes], path: bytes, kids: list[DirRow]
-) -> list[bytes]:
-    """Nested roots below ``path`` that no child leads to, outermost only."""
-    below = sorted(
-        r for r in nested
-        if 0 < depth_under(r, path) < OUTSIDE
-        and not any(depth_under(r, k.path) < OUTSIDE for k in kids)
-    )
-    return [
-        r for r in below
-        if not any(0 < depth_under(r, o) < OUTSIDE for o in below)
-    ]
-
-
-@dataclass(frozen=True)
-class RootEntry:
-    """A configured or walked root and its row (None: no complete scan)."""
-
-    path: bytes
-    row: DirRow | None
-    gen: Generation | None
-
-
-def root_entries(reader: Reader, config: Config) -> list[RootEntry]:
-    """Every walked root of the store and every configured root, by path."""
-    roots = root_levels(config.roots)
-    out: dict[bytes, RootEntry] = {}
-    with reader.session() as s:
-        gens = _latest(s.complete_generations())
-        for top, (gen, _) in gens.items():
-            nested = frozenset(
-                r for r in roots if 0 < depth_under(r, top) < OUTSIDE
-            )
-            for root in [top, *nested]:
-                found = _locate(s, gen.id, top, root, nested)[0]
-                if found is not None or root in roots:
-                    out[root] = RootEntry(root, found and found[1], gen)
-    for root in roots:
-        out.setdefault(root, RootEntry(root, None, None))
-    return [out[p] for p in sorted(out)]
 
 
 def browse_page(config: Config, reader: Reader, query: str) -> str:
@@ -230,51 +74,6 @@ def query_path(query: str) -> bytes | None:
 
 
 # --- HTML ---------------------------------------------------------------
-
-_STYLE = """
-:root{--fg:#1f2328;--muted:#656d76;--line:#d9dee3;--accent:#0b57d0;
---bar:#4a86e8;--bar-bg:#e9eef6;--up:#b42318;--down:#1a7f37}
-*{box-sizing:border-box}
-body{margin:0;background:#f6f8fa;color:var(--fg);
-font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Liberation Sans",
-"DejaVu Sans",sans-serif}
-header{background:#1f2937;padding:.7em 2em;display:flex;gap:1.4em;
-align-items:baseline}
-header a{color:#e5e7eb;text-decoration:none}
-header a.brand{color:#fff;font-weight:700;font-size:1.05em}
-main{max-width:1180px;margin:1.4em auto;padding:0 2em}
-a{color:var(--accent);text-decoration:none}
-a:hover{text-decoration:underline}
-nav.crumbs{font-size:1.3em;margin:0 0 .9em;overflow-wrap:anywhere}
-nav.crumbs .sep{color:var(--muted);margin:0 .15em}
-nav.crumbs [aria-current]{color:var(--fg);font-weight:600}
-.cards{display:flex;flex-wrap:wrap;gap:.7em;margin:0 0 .6em}
-.card{background:#fff;border:1px solid var(--line);border-radius:8px;
-padding:.55em 1.1em;min-width:8.5em}
-.card .k{color:var(--muted);font-size:.75em;text-transform:uppercase;
-letter-spacing:.05em}
-.card .v{font-size:1.3em;font-weight:600;font-variant-numeric:tabular-nums}
-p.meta{color:var(--muted);margin:.2em 0 1.1em;font-size:.9em}
-table{width:100%;border-collapse:separate;border-spacing:0;background:#fff;
-border:1px solid var(--line);border-radius:8px;overflow:hidden}
-th{font-size:.75em;text-transform:uppercase;letter-spacing:.05em;
-color:var(--muted);background:#f6f8fa;text-align:left;font-weight:600}
-th,td{padding:.42em .9em;border-bottom:1px solid #eaeef2}
-tr:last-child td{border-bottom:0}
-tbody tr:hover{background:#f8fafc}
-.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-td.name{overflow-wrap:anywhere;font-weight:500}
-td.share{width:13em}
-.bar{background:var(--bar-bg);border-radius:4px;height:.8em;overflow:hidden}
-.bar span{display:block;height:100%;background:var(--bar);
-border-radius:4px}
-.up{color:var(--up)}.down{color:var(--down)}.same,.note{color:var(--muted)}
-.new{background:#e8f0fe;color:var(--accent);border-radius:4px;
-padding:.05em .45em;font-size:.85em;font-weight:600}
-td.note{font-style:italic}
-p.note{margin:1em 0}
-"""
-
 
 def _e(text: str) -> str:
     return html.escape(text, quote=True)
@@ -316,14 +115,14 @@ def _bar(part: int, whole: int) -> str:
     )
 
 
+def _asset(name: str) -> str:
+    """A file shipped in the package next to this module."""
+    return resources.files(__package__).joinpath(name).read_text("utf-8")
+
+
 def _page(title: str, body: str) -> str:
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{_e(title)} · du-exporter</title><style>{_STYLE}</style>"
-        '</head>\n<body><header><a class="brand" href="./">du-exporter</a>'
-        '<a href="browse">usage browser</a><a href="metrics">metrics</a>'
-        f"</header>\n<main>\n{body}\n</main></body></html>\n"
+    return string.Template(_asset("templates/page.html")).substitute(
+        title=_e(title), style=_asset("browse.css"), body=body
     )
 
 
@@ -343,12 +142,11 @@ def _card(key: str, value: str) -> str:
     return f'<div class="card"><div class="k">{_e(key)}</div><div class="v">{value}</div></div>'
 
 
-_HEAD = (
-    '<table><thead><tr><th>{first}</th><th colspan="2">share</th>'
-    '<th class="num">size</th>{change}<th class="num">files</th>'
-    '<th class="num">dirs</th><th class="num">newest change</th>'
-    "</tr></thead><tbody>"
-)
+def _head(first: str, change: str) -> str:
+    """The table's opening and header row; ``change``: a column or ""."""
+    return string.Template(_asset("templates/table_head.html")).substitute(
+        first=first, change=change
+    )
 
 
 def _cells(
@@ -430,7 +228,7 @@ def _notes(lst: Listing) -> list[str]:
     d = lst.directory
     notes = []
     if not lst.children and d.dirs:
-        level = "" if lst.level is None else f" (dir-level {lst.level} of {_e(display(d.root))})"
+        level = "" if lst.dir_level is None else f" (dir-level {lst.dir_level} of {_e(display(d.root))})"
         notes.append(
             f"This is the deepest level stored{level}: the directories "
             f"below it ({d.dirs:,} in all) are counted in the totals above "
@@ -453,10 +251,13 @@ def _notes(lst: Listing) -> list[str]:
 def render_listing(lst: Listing, config: Config) -> str:
     """The page of one directory."""
     body = [_crumbs(lst.crumbs), _cards(lst, config), _meta(lst, config)]
+    if lst.picture.children:
+        label = f"Sunburst of {display(lst.directory.path)}: subdirectories by size"
+        body.append(sunburst.render(lst.picture, _href, label))
     rows = _rows(lst, config)
     if rows:
         change = '<th class="num">change</th>' if lst.previous else ""
-        body.append(_HEAD.format(first="directory", change=change))
+        body.append(_head(first="directory", change=change))
         body.extend(rows)
         body.append("</tbody></table>")
     body.extend(_notes(lst))
@@ -484,7 +285,7 @@ def render_roots(entries: list[RootEntry], config: Config) -> str:
             _e(when(e.gen.finished if e.gen else None)),
             e.row,
         ))
-    head = _HEAD.format(first="root", change='<th class="num">last scan</th>')
+    head = _head(first="root", change='<th class="num">last scan</th>')
     body = [
         '<nav class="crumbs"><a href="browse" aria-current="page">roots</a></nav>',
         (

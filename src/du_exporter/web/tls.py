@@ -68,6 +68,36 @@ class TlsSection:
             ctx.load_default_certs(ssl.Purpose.CLIENT_AUTH)
         return ctx
 
+    def check(self, tls: Mapping[str, object]) -> None:
+        """The section's values, and that its files open (not loaded):
+        for commands that read the configuration but serve nothing."""
+        where = "tls_server_config"
+        lowest = self.version(tls, "min_version") or ssl.TLSVersion.TLSv1_2
+        highest = self.version(tls, "max_version")
+        if highest is not None and highest < lowest:
+            raise self.fail(where, "max_version is lower than min_version")
+        self.boolean(tls, "prefer_server_cipher_suites", default=True)
+        auth = self.string(tls, "client_auth_type") or "NoClientCert"
+        if auth not in _CLIENT_AUTH:
+            raise self.fail(join_key(where, "client_auth_type"), _auth_reason(auth))
+        for key in ("cert", "key", "client_ca"):
+            inline, file_name = self.string(tls, key), self.string(tls, f"{key}_file")
+            if inline and file_name:
+                raise self.fail(where, f"give {key} or {key}_file, not both")
+            if file_name:
+                path = self.dir / file_name
+                try:
+                    path.open("rb").close()
+                except OSError as e:
+                    raise self.fail(
+                        join_key(where, f"{key}_file"),
+                        f"{str(path)!r}: cannot read: {reason(e)}",
+                    ) from None
+            elif not inline and key != "client_ca":
+                raise self.fail(
+                    where, f"{key}_file is required (cert_file and key_file go together)"
+                )
+
     def version(
         self, tls: Mapping[str, object], key: str
     ) -> ssl.TLSVersion | None:

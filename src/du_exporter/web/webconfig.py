@@ -24,7 +24,6 @@ section is built in :mod:`du_exporter.web.tls`; the server checks
 
 from __future__ import annotations
 
-import difflib
 import re
 import ssl
 
@@ -34,7 +33,7 @@ from pathlib import Path
 
 import yaml
 
-from du_exporter.errors import ConfigError
+from du_exporter.errors import ConfigError, did_you_mean
 from du_exporter.web.tls import TlsSection, join_key, reason
 
 
@@ -136,6 +135,62 @@ def load(
     )
 
 
+def check(path: Path | None, extra_users: Iterable[tuple[str, str]] = ()) -> None:
+    """What :func:`load` checks, without loading TLS material: every key,
+    hash and header, and that each certificate and key file can be
+    opened.  For commands that read the configuration but serve nothing
+    (``top``, ``db check``...): a bad file still stops them, and no
+    private key enters their memory.
+    """
+    if path is None:
+        return
+    loader = _Loader(path)
+    data = loader.read()
+    tls = loader.section(data, "tls_server_config", _TLS_KEYS)
+    loader.headers(loader.section(data, "http_server_config", _HTTP_KEYS))
+    loader.merge_users(data.get("basic_auth_users"), extra_users)
+    if tls:
+        TlsSection(loader.dir, loader.fail).check(tls)
+
+
+def probe_context(path: Path | None) -> ssl.SSLContext | None:
+    """The client side for ``du-exporter healthcheck``; None for plain HTTP.
+
+    The probe talks to its own process over loopback and sends no
+    secret, so it checks neither the certificate nor the host name (the
+    certificate names the public host, and its issuer need not be
+    configured here).  When the server requires a client certificate,
+    the probe offers the server's own certificate and key, which it can
+    read: accepted when ``client_ca_file`` issued it for client
+    authentication too.
+    """
+    if path is None:
+        return None
+    loader = _Loader(path)
+    tls = loader.section(loader.read(), "tls_server_config", _TLS_KEYS)
+    if not tls:
+        return None
+    section = TlsSection(loader.dir, loader.fail)
+    section.check(tls)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    if section.string(tls, "client_auth_type") == "RequireAndVerifyClientCert":
+        section.load_cert_chain(ctx, tls)
+    return ctx
+
+
+def requires_client_cert(path: Path | None) -> bool:
+    """Whether the web config at ``path`` makes every client present a
+    certificate (``RequireAndVerifyClientCert``)."""
+    if path is None:
+        return False
+    loader = _Loader(path)
+    tls = loader.section(loader.read(), "tls_server_config", _TLS_KEYS)
+    section = TlsSection(loader.dir, loader.fail)
+    return section.string(tls, "client_auth_type") == "RequireAndVerifyClientCert"
+
+
 class _Loader:
     """Checks one file; every error names the file and the key."""
 
@@ -175,9 +230,7 @@ class _Loader:
                 continue
             if isinstance(key, str) and key in _UNSUPPORTED:
                 raise self.fail(join_key(where, key), _UNSUPPORTED[key])
-            hint = difflib.get_close_matches(str(key), known, n=1)
-            suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
-            raise self.fail(where, f"unknown key {key!r}{suggestion}")
+            raise self.fail(where, f"unknown key {key!r}{did_you_mean(key, known)}")
 
     def section(
         self, data: Mapping[str, object], name: str, known: Iterable[str]
