@@ -61,3 +61,7 @@ class BadRequestError(DuExporterError):
     def __init__(self, status: int, reason: str) -> None:
         super().__init__(reason)
         self.status = status
+
+
+class WatchUnavailableError(DuExporterError):
+    """fanotify cannot follow a root: no permission, unsupported filesystem."""

@@ -1,0 +1,1 @@
+"""Watch mode: fanotify events applied to the served numbers."""
