@@ -81,3 +81,22 @@ class TestUpgrade:
             assert 1 == migrate(conn, MIGRATIONS[:version])
             assert version == user_version(conn)
         assert 0 == migrate(conn)
+
+
+class TestWatchTable:
+    def test_v1_and_v2_gain_the_watch_table_and_keep_serving(
+        self, tmp_path: Path
+    ) -> None:
+        for version in (1, 2):
+            db = tmp_path / f"v{version}.db"
+            v1_database(db)
+            conn = sqlite3.connect(db, isolation_level=None)
+            migrate(conn, MIGRATIONS[:version])
+            conn.close()
+            Store.open(db).close()
+            conn = sqlite3.connect(db)
+            assert SCHEMA_VERSION == user_version(conn)
+            columns = {r[1] for r in conn.execute("PRAGMA table_info(watch_dirs)")}
+            assert {"walk", "path", "own_disk", "own_mtime", "links"} <= columns
+            conn.close()
+            assert 12288 == Reader(db).snapshot().rows[0].disk

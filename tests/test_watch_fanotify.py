@@ -19,9 +19,9 @@ class Collected:
         self.events = 0
         self.overflows = 0
 
-    def on_dirs(self, dirs: set[bytes], events: int) -> None:
-        self.dirs |= dirs
-        self.events += events
+    def on_dirs(self, dirs: dict[bytes, int]) -> None:
+        self.dirs |= set(dirs)
+        self.events += sum(dirs.values())
 
     def on_overflow(self) -> None:
         self.overflows += 1

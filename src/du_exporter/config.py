@@ -61,6 +61,9 @@ class Config:
     scan_engine: str
     scan_priority: str
     owner_usage: bool
+    #: Follow changes with fanotify between scans (mode http only).
+    watch: bool
+    watch_delay_seconds: float
     log_level: str
     log_format: str
     #: TLS, basic auth and headers (exporter-toolkit format); checked by
@@ -393,6 +396,11 @@ TABLE = (
         "idle (nice 19, idle I/O class)."),
     Key("owner-usage", _as_bool, False, "false",
         "Export usage per owner (uid) of each walked root."),
+    Key("watch", _as_bool, False, "false",
+        "Follow changes with fanotify between scans (mode http; needs "
+        "CAP_SYS_ADMIN)."),
+    Key("watch-delay-seconds", _as_float, 2, "2",
+        "Seconds changes are coalesced before a watch publication."),
     Key("log-level", _choice(*LOG_LEVELS), "info", "info",
         "debug, info, warning or error."),
     Key("log-format", _choice("auto", "json", "console"), "auto", "auto",
@@ -505,10 +513,23 @@ def build(
             if (f := key.replace("-", "_")) in plain
         },
     )
+    _check_watch(config)
     # A bad web config file stops here, before anything starts; its TLS
     # material is loaded only where it is used (the server, check-config).
     web_config.check(config.web_config_file, config.basic_auth_users)
     return config
+
+
+def _check_watch(config: Config) -> None:
+    """Watch mode follows a running daemon's roots, exactly or not at all."""
+    if config.watch and config.mode == "file":
+        raise _fail("watch", "needs mode http (mode file scans once and exits)")
+    if config.watch and config.follow_symlinks:
+        raise _fail(
+            "watch",
+            "cannot be combined with follow-symlinks (no event reports a "
+            "change behind a symlink)",
+        )
 
 
 def _roots(v: Mapping[str, Any], source_of: Mapping[str, int]) -> tuple[Root, ...]:

@@ -38,6 +38,8 @@ from du_exporter.scan.status import ScanStatus
 from du_exporter.scan.walker import engine_name
 from du_exporter.store.reader import Reader
 from du_exporter.store.writer import Store
+from du_exporter.watch.metrics import WatchCollector
+from du_exporter.watch.service import Watcher
 from du_exporter.web.browse import browse_page
 from du_exporter.web.landing import landing_page
 from du_exporter.web.server import Pages, ServerHandle, start_server
@@ -62,6 +64,17 @@ def _serving(config: Config) -> tuple[object, ...]:
         config.bind_port,
         config.web_config_file,
         config.basic_auth_users,
+    )
+
+
+def _watched(config: Config) -> tuple[object, ...]:
+    """What the watcher is built from."""
+    if not config.watch:
+        return ()
+    return (
+        config.roots, config.watch_delay_seconds, config.ignore_dirs,
+        config.one_file_system, config.max_iops, config.scan_engine,
+        config.owner_usage,
     )
 
 
@@ -235,6 +248,7 @@ class Daemon:
         self.server: ServerHandle | None = None
         self.pool: ScanPool | None = None
         self.exposition: Exposition | None = None
+        self.watcher: Watcher | None = None
         self.schedule = Schedule(
             plan_walks(config.roots),
             time.monotonic(),
@@ -245,11 +259,15 @@ class Daemon:
 
     def _start_server(self) -> ServerHandle:
         health = HealthCollector(self.reader, self.status, lambda: self.config)
+        fresh = make_registry(health, process_metrics=True)
+        fresh.register(
+            WatchCollector(lambda: self.watcher.status if self.watcher else None)
+        )
         exposition = self.exposition = Exposition(
             self.reader,
             lambda: self.config,
-            make_registry(health, process_metrics=True),
-            key_source=self.status.generation,
+            fresh,
+            key_source=self._generation,
             fresh_ttl=1.0,
             fresh_key=self.status.version,
         )
@@ -273,6 +291,42 @@ class Daemon:
         log.info("listening", url=server.url, basic_auth=bool(web and web.users))
         return server
 
+    def _generation(self) -> object:
+        """Changes whenever the served rows do: a scan or a publication."""
+        watcher = self.watcher
+        return (
+            self.status.generation(),
+            watcher.status.publications() if watcher is not None else 0,
+        )
+
+    def _start_watcher(self) -> None:
+        """Marks go in before the first scan (changes during it count)."""
+        if not self.config.watch:
+            return
+        self.watcher = Watcher(
+            self.config, on_publish=self._warm, on_rescan=self.wake.set
+        )
+        self.watcher.start()
+
+    def _stop_watcher(self) -> None:
+        if self.watcher is not None:
+            self.watcher.close()
+            self.watcher = None
+
+    def _watch_rescans(self) -> None:
+        """Between rounds: the walks watch mode cannot follow exactly
+        (queue overflow, hard links) are scanned now."""
+        if self.watcher is None or self.round is not None:
+            return
+        tops = set(self.watcher.take_rescans())
+        walks = [w for w in plan_walks(self.config.roots) if w.top in tops]
+        self.schedule.all_due(walks, time.monotonic())
+
+    def _scan_completed(self) -> None:
+        self._warm()
+        if self.watcher is not None:
+            self.watcher.scan_completed()
+
     def run(self, requests: Requests) -> None:
         """Scan now and on schedule until asked to stop; serve meanwhile."""
         self.server = self._start_server()
@@ -283,11 +337,13 @@ class Daemon:
         start_watchdog(self._healthy, watchdog_stop)
         self.wake = requests.wake
         try:
+            self._start_watcher()  # before the first scan starts
             self._loop(requests)
         finally:
             notify("STOPPING=1")
             watchdog_stop.set()
             self._cut()
+            self._stop_watcher()
             self.pool.terminate()
             self.server.close()
             self.store.close()
@@ -330,7 +386,11 @@ class Daemon:
                 requests.scan.clear()
                 self._scan_now()
             self._reap()
+            self._watch_rescans()
             if self.round is None and self._check_store():
+                if self.watcher is not None:  # its connection: the old file
+                    self._stop_watcher()
+                    self._start_watcher()
                 self.schedule.all_due(plan_walks(self.config.roots), time.monotonic())
             if self.round is None and self.store_ok:
                 self._start_round()
@@ -383,7 +443,8 @@ class Daemon:
         self._fit_pool()
         assert self.pool is not None  # noqa: S101 - set by run()
         writer = ScanRunner(
-            self.config, self.pool, self.store, self.status, on_complete=self._warm
+            self.config, self.pool, self.store, self.status,
+            on_complete=self._scan_completed,
         )
         self.round = _Round(walks, writer, self.wake)
 
@@ -400,6 +461,9 @@ class Daemon:
         for top, ok in rnd.results.items():
             self.schedule.done(top, ok=ok, started=rnd.started, now=now)
         failed = [t for t, ok in rnd.results.items() if not ok]
+        if self.watcher is not None:
+            for top in failed:
+                self.watcher.scan_failed(top)
         if failed:
             retry = [d for t in failed if (d := self.schedule.due.get(t)) is not None]
             log.info(
@@ -464,6 +528,9 @@ class Daemon:
             # What is scanned changed: the running round is abandoned;
             # the changed roots are scanned now, the others as planned.
             self._cut()
+        if _watched(new) != _watched(old):
+            self._stop_watcher()
+            self._start_watcher()
         self.schedule.keep(plan_walks(new.roots), new.scan_interval_minutes * 60)
         self.schedule.all_due(changed, time.monotonic())
         log.info(

@@ -92,8 +92,35 @@ def _v2(conn: sqlite3.Connection) -> None:
     )
 
 
+def _v3(conn: sqlite3.Connection) -> None:
+    """Watch mode: the own sums of every walked directory of a root."""
+    _script(
+        conn,
+        """
+        -- One row per walked directory of a watched walk (all depths):
+        -- what one read of it found, hard links placed where du meets
+        -- them first.  Subtree totals are in units, for exported rows.
+        CREATE TABLE watch_dirs (
+            walk BLOB NOT NULL,          -- the walked (outermost) root
+            path BLOB NOT NULL,
+            parent BLOB,
+            dev INTEGER NOT NULL,
+            ino INTEGER NOT NULL,
+            key BLOB NOT NULL,           -- du's order key
+            own_disk INTEGER NOT NULL,
+            own_apparent INTEGER NOT NULL,
+            own_files INTEGER NOT NULL,
+            own_dirs INTEGER NOT NULL,
+            own_mtime REAL NOT NULL,
+            links INTEGER NOT NULL,      -- holds multiply-linked inodes
+            PRIMARY KEY (walk, path)
+        ) WITHOUT ROWID;
+        """,
+    )
+
+
 #: Index i brings a database from user_version i to i + 1.
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2)
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2, _v3)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -107,9 +107,9 @@ class Reader:
         return out, links
 
 
-def baseline(walk: Walk, plan: Plan) -> tuple[Tree, Change]:
+def baseline(reader: Reader) -> tuple[Tree, Change]:
     """Read the whole walk: the tree updates start from."""
-    reader = Reader(walk, plan)
+    walk = reader.walk
     change = Change()
     tree = Tree(walk.top)
     top = reader.unit_of(walk.top, b"")

@@ -161,15 +161,18 @@ def fsid_of(path: bytes) -> tuple[int, int]:
 class FanotifyGroup:
     """One fanotify group with filesystem marks; read on its own thread.
 
-    ``on_dirs(paths, events)`` gets the directories named by a batch of
+    ``on_dirs({path: events})`` gets the directories named by a batch of
     events (paths as they are now); ``on_overflow()`` is called when the
-    kernel dropped events.
+    kernel dropped events.  ``quiet(path, names)`` drops the events of a
+    directory whose changed entries are all ``names`` (the database's
+    own files).
     """
 
     def __init__(
         self,
-        on_dirs: Callable[[set[bytes], int], None],
+        on_dirs: Callable[[dict[bytes, int]], None],
         on_overflow: Callable[[], None],
+        quiet: Callable[[bytes, set[bytes]], bool] = lambda _p, _n: False,
     ) -> None:
         self._libc = _Libc()
         fd = self._libc.init(
@@ -183,6 +186,7 @@ class FanotifyGroup:
         self.fd = fd
         self.on_dirs = on_dirs
         self.on_overflow = on_overflow
+        self.quiet = quiet
         #: fsid -> a descriptor on that filesystem for open_by_handle_at.
         self._mounts: dict[tuple[int, int], int] = {}
         self._lock = threading.Lock()
@@ -289,21 +293,24 @@ class FanotifyGroup:
 
     def _deliver(self, events: list[Event]) -> None:
         overflow = False
-        handles: set[tuple[tuple[int, int], bytes]] = set()
-        dirs: set[bytes] = set()
+        # handle -> (events naming it, entry names)
+        handles: dict[tuple[tuple[int, int], bytes], tuple[int, set[bytes]]] = {}
         for ev in events:
             if ev.mask & FAN_Q_OVERFLOW:
                 overflow = True
                 continue
-            for fsid, handle, _name in ev.dirs:
-                handles.add((fsid, handle))
-        for fsid, handle in handles:
+            for fsid, handle, name in ev.dirs:
+                count, names = handles.get((fsid, handle), (0, set()))
+                names.add(name)
+                handles[fsid, handle] = (count + 1, names)
+        dirs: dict[bytes, int] = {}
+        for (fsid, handle), (count, names) in handles.items():
             path = self.resolve(fsid, handle)
-            if path is not None:
-                dirs.add(path)
+            if path is not None and not self.quiet(path, names):
+                dirs[path] = dirs.get(path, 0) + count
         if overflow:
             self.on_overflow()
-        self.on_dirs(dirs, len(events))
+        self.on_dirs(dirs)
 
     def resolve(self, fsid: tuple[int, int], handle: bytes) -> bytes | None:
         """The directory's path now; None once it is gone."""

@@ -1,0 +1,219 @@
+"""Watch mode end to end: the real exporter, real marks on private
+filesystems, mutation storms, every row compared with GNU du."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import time
+
+from pathlib import Path
+
+import pytest
+
+from du_exporter.paths import unlabel_path
+from exporter import Exporter, Samples, value
+from helpers import du
+from watchfs import private_fs
+
+
+LEVEL = 2
+
+
+def rows(samples: Samples, family: str = "node_disk_usage_bytes") -> dict[bytes, int]:
+    out = {}
+    for (name, labels), v in samples.items():
+        if name == family:
+            out[unlabel_path(dict(labels)["path"])] = int(v)
+    return out
+
+
+def watch(samples: Samples, name: str, root: Path) -> float:
+    found = value(samples, f"du_exporter_watch_{name}", path=str(root))
+    assert found is not None, f"no du_exporter_watch_{name} for {root}"
+    return found
+
+
+def start(tmp_path: Path, root: Path, *args: str) -> Exporter:
+    return Exporter(
+        tmp_path,
+        "--analyzed-path", str(root),
+        "--dir-level", str(LEVEL),
+        "--scan-interval-minutes", "0",
+        "--watch",
+        "--watch-delay-seconds", "0.5",
+        *args,
+    )
+
+
+def wait_baseline(exp: Exporter, root: Path) -> Samples:
+    exp.wait_event("watch_baseline")
+    return exp.wait_for(lambda s: watch(s, "pending_dirs", root) == 0)
+
+
+def converge(
+    exp: Exporter, root: Path, *du_args: str, timeout: float = 60
+) -> tuple[Samples, float]:
+    """Wait until nothing is pending and every row equals du's; seconds."""
+    started = time.monotonic()
+    want: dict[bytes, int] = {}
+
+    def done(s: Samples) -> bool:
+        nonlocal want
+        if watch(s, "pending_dirs", root) != 0:
+            return False
+        want = du(root, "-B1", f"--max-depth={LEVEL}", *du_args)
+        return rows(s) == want
+
+    try:
+        samples = exp.wait_for(done, timeout)
+    except AssertionError:
+        got = rows(exp.scrape())
+        diff = {p: (got.get(p), want.get(p)) for p in set(got) | set(want)
+                if got.get(p) != want.get(p)}
+        msg = f"rows never matched du: {diff}"
+        raise AssertionError(msg) from None
+    return samples, time.monotonic() - started
+
+
+def seed(root: Path, rng: random.Random, dirs: int = 3000, files: int = 20_000) -> None:
+    made = [root]
+    for i in range(dirs):
+        d = rng.choice(made) / f"d{i}"
+        d.mkdir()
+        made.append(d)
+    for i in range(files):
+        (rng.choice(made) / f"f{i}").write_bytes(b"s" * rng.randrange(0, 20000))
+    (root / "skipme").mkdir()
+    (root / "skipme" / "big").write_bytes(b"x" * 100_000)
+
+
+def _listing(root: Path) -> tuple[list[Path], list[Path], list[Path]]:
+    """Directories, leaf directories and regular files, skipme excluded."""
+    dirs: list[Path] = []
+    leaves: list[Path] = []
+    files: list[Path] = []
+    for p, ds, fs in os.walk(root):
+        here = Path(p)
+        if "skipme" in here.parts:
+            continue
+        dirs.append(here)
+        if not ds:
+            leaves.append(here)
+        files.extend(here / f for f in fs if not (here / f).is_symlink())
+    return dirs, leaves, files
+
+
+def storm(root: Path, rng: random.Random, changes: int) -> None:
+    """``changes`` random mutations of every kind a tree sees."""
+    n = 0
+    dirs, leaves, files = _listing(root)
+    while n < changes:
+        if n % 20 == 0:
+            dirs, leaves, files = _listing(root)
+        op = rng.choice(
+            ["create", "create", "delete", "append", "truncate", "mkdir",
+             "rmtree", "rename_dir", "rename_file", "symlink", "ignored"]
+        )
+        try:
+            if op == "create":
+                (rng.choice(dirs) / f"n{n}").write_bytes(os.urandom(rng.randrange(0, 50000)))
+            elif op == "delete":
+                rng.choice(files).unlink()
+            elif op == "append":
+                with rng.choice(files).open("ab") as f:
+                    f.write(os.urandom(rng.randrange(1, 30000)))
+            elif op == "truncate":
+                os.truncate(rng.choice(files), rng.randrange(0, 3000))
+            elif op == "mkdir":
+                deep = rng.choice(dirs) / f"m{n}" / "a" / "b"
+                deep.mkdir(parents=True)
+                (deep / "f").write_bytes(b"y" * rng.randrange(0, 9000))
+            elif op == "rmtree":
+                shutil.rmtree(rng.choice(leaves))
+            elif op == "rename_dir":
+                # Across parents; a moved directory is read whole where it
+                # lands, so move small ones as most renames are.
+                src = rng.choice(leaves)
+                dst = rng.choice(dirs)
+                if src in (root, dst) or src in dst.parents:
+                    continue
+                src.rename(dst / f"r{n}")
+            elif op == "rename_file":
+                rng.choice(files).rename(rng.choice(dirs) / f"rf{n}")
+            elif op == "symlink":
+                (rng.choice(dirs) / f"l{n}").symlink_to("../somewhere/else")
+            else:
+                (root / "skipme" / f"i{n}").write_bytes(b"z" * 4096)
+        except OSError:
+            continue  # a stale listing: something already moved or gone
+        n += 1
+
+
+@pytest.mark.parametrize("kind", ["tmpfs", "ext4"])
+def test_a_storm_of_changes_converges_to_du(kind: str, tmp_path: Path) -> None:
+    """~400 mixed changes: every row equals du's once they are applied,
+    and they cost fewer entries than one full scan."""
+    rng = random.Random(f"watch-{kind}")  # noqa: S311 - a reproducible storm
+    with private_fs(kind, tmp_path) as mnt:
+        root = mnt / "tree"
+        root.mkdir()
+        seed(root, rng)
+        with start(tmp_path, root, "--ignore-dirs", "skipme") as exp:
+            wait_baseline(exp, root)
+            converge(exp, root, "--exclude=skipme")
+            before = exp.scrape()
+            storm(root, rng, 400)
+            samples, _seconds = converge(exp, root, "--exclude=skipme")
+            entries = watch(samples, "entries_total", root) - watch(
+                before, "entries_total", root
+            )
+            full = value(samples, "du_exporter_scan_entries", path=str(root))
+            assert full is not None
+            assert entries < full
+            assert watch(samples, "updates_total", root) > watch(before, "updates_total", root)
+            assert watch(samples, "events_total", root) > 0
+            assert watch(samples, "active", root) == 1
+            scans = value(samples, "du_exporter_scans_total", path=str(root), result="success")
+            assert scans == 1  # publications are not scans
+
+
+def test_new_deleted_and_renamed_directories(tmp_path: Path) -> None:
+    """A new directory at dir-level appears, a deleted one disappears, a
+    renamed subtree moves: the rows follow, file counts too."""
+    with private_fs("tmpfs", tmp_path) as mnt:
+        root = mnt / "r"
+        (root / "a" / "deep" / "er").mkdir(parents=True)
+        (root / "a" / "deep" / "er" / "f").write_bytes(b"x" * 50_000)
+        (root / "gone").mkdir()
+        with start(tmp_path, root) as exp:
+            wait_baseline(exp, root)
+            (root / "new" / "sub").mkdir(parents=True)
+            shutil.rmtree(root / "gone")
+            (root / "a" / "deep").rename(root / "new" / "moved")
+            samples, _ = converge(exp, root)
+            got = rows(samples)
+            assert os.fsencode(root / "gone") not in got
+            assert os.fsencode(root / "a" / "deep") not in got
+            assert os.fsencode(root / "new" / "moved") in got
+            files = rows(samples, "node_disk_usage_file_count")
+            assert files[os.fsencode(root / "new")] == 1
+            assert files[os.fsencode(root / "a")] == 0
+
+
+def test_the_database_inside_the_root_does_not_drive_publications(
+    tmp_path: Path,
+) -> None:
+    with private_fs("tmpfs", tmp_path) as mnt:
+        root = mnt / "r"
+        (root / "d").mkdir(parents=True)
+        db = root / "state" / "du.db"
+        with start(tmp_path, root, "--db-path", str(db)) as exp:
+            wait_baseline(exp, root)
+            (root / "d" / "f").write_bytes(b"x" * 10_000)
+            exp.wait_for(lambda s: rows(s).get(os.fsencode(root / "d"), 0) > 10_000)
+            time.sleep(2)
+            first = watch(exp.scrape(), "updates_total", root)
+            time.sleep(3)
+            assert watch(exp.scrape(), "updates_total", root) == first
