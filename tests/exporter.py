@@ -51,9 +51,13 @@ def value(samples: Samples, name: str, **labels: str) -> float | None:
 class Exporter:
     """``python -m du_exporter`` on 127.0.0.1, a free port, JSON logs."""
 
-    def __init__(self, tmp_path: Path, *args: str) -> None:
+    def __init__(
+        self, tmp_path: Path, *args: str, prefix: tuple[str, ...] = ()
+    ) -> None:
+        """``prefix``: a command that runs the exporter (e.g. ``setpriv``)."""
         self.db = tmp_path / "state" / "du.db"
         cmd = [
+            *prefix,
             sys.executable, "-m", "du_exporter",
             "--bind-address", "127.0.0.1:0",
             "--db-path", str(self.db),

@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import subprocess
+import sys
 import time
 
 from pathlib import Path
@@ -13,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from du_exporter.paths import unlabel_path
-from exporter import Exporter, Samples, value
+from exporter import Exporter, Samples, clean_env, run, value
 from helpers import du
 from watchfs import private_fs
 
@@ -35,7 +37,9 @@ def watch(samples: Samples, name: str, root: Path) -> float:
     return found
 
 
-def start(tmp_path: Path, root: Path, *args: str) -> Exporter:
+def start(
+    tmp_path: Path, root: Path, *args: str, prefix: tuple[str, ...] = ()
+) -> Exporter:
     return Exporter(
         tmp_path,
         "--analyzed-path", str(root),
@@ -44,6 +48,7 @@ def start(tmp_path: Path, root: Path, *args: str) -> Exporter:
         "--watch",
         "--watch-delay-seconds", "0.5",
         *args,
+        prefix=prefix,
     )
 
 
@@ -217,3 +222,116 @@ def test_the_database_inside_the_root_does_not_drive_publications(
             first = watch(exp.scrape(), "updates_total", root)
             time.sleep(3)
             assert watch(exp.scrape(), "updates_total", root) == first
+
+
+def test_a_hard_link_falls_back_to_a_rescan(tmp_path: Path) -> None:
+    """A changed directory that holds a multiply-linked inode is not
+    updated in place: the root is rescanned, and the numbers are du's."""
+    with private_fs("tmpfs", tmp_path) as mnt:
+        root = mnt / "r"
+        (root / "a").mkdir(parents=True)
+        (root / "b").mkdir()
+        (root / "a" / "f").write_bytes(b"x" * 200_000)
+        with start(tmp_path, root) as exp:
+            wait_baseline(exp, root)
+            os.link(root / "a" / "f", root / "b" / "g")
+            samples, _ = converge(exp, root)
+            reason = {"path": str(root), "reason": "hardlink"}
+            exp.wait_for(lambda s: (value(s, "du_exporter_watch_rescans_total", **reason) or 0) >= 1)
+            samples, _ = converge(exp, root)
+            assert value(samples, "du_exporter_scans_total", path=str(root), result="success") == 2
+            # Changes next to the link: rescanned again, still exact.
+            (root / "a" / "f").unlink()
+            (root / "b" / "h").write_bytes(b"y" * 30_000)
+            converge(exp, root)
+
+
+def test_an_unsupported_filesystem_leaves_interval_scans(tmp_path: Path) -> None:
+    """ramfs cannot report file handles: one warning, watch_active 0,
+    and the scan's numbers are served as without watch."""
+    mnt = tmp_path / "ramfs"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "ramfs", "ramfs", str(mnt)], check=False).returncode:
+        pytest.skip("cannot mount a ramfs here")
+    try:
+        (mnt / "d").mkdir()
+        (mnt / "d" / "f").write_bytes(b"x" * 5000)
+        with start(tmp_path, mnt) as exp:
+            samples = exp.wait_for(lambda s: bool(rows(s)))
+            warning = exp.wait_event("watch_unavailable")
+            assert "not supported" in str(warning["reason"])
+            assert watch(samples, "active", mnt) == 0
+            assert len([e for e in exp.events if e.get("event") == "watch_unavailable"]) == 1
+            assert not any("Traceback" in line for line in exp.lines)
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_without_cap_sys_admin_watch_is_off_with_one_warning(tmp_path: Path) -> None:
+    with private_fs("tmpfs", tmp_path) as mnt:
+        (mnt / "d").mkdir()
+        drop = ("setpriv", "--bounding-set=-sys_admin", "--inh-caps=-sys_admin", "--")
+        if shutil.which("setpriv") is None:
+            pytest.skip("no setpriv")
+        with start(tmp_path, mnt, prefix=drop) as exp:
+            samples = exp.wait_for(lambda s: bool(rows(s)))
+            warning = exp.wait_event("watch_unavailable")
+            assert "CAP_SYS_ADMIN" in str(warning["reason"])
+            assert watch(samples, "active", mnt) == 0
+            assert rows(samples) == du(mnt, "-B1", f"--max-depth={LEVEL}")
+
+
+@pytest.mark.serial
+def test_a_queue_overflow_warns_once_and_rescans(tmp_path: Path) -> None:
+    """fs.fanotify.max_queued_events lowered while the exporter starts
+    (restored at once): a burst overflows the queue; one warning,
+    watch_active 0, a full rescan, then exact numbers and active again."""
+    knob = Path("/proc/sys/fs/fanotify/max_queued_events")
+    try:
+        saved = knob.read_text()
+    except OSError:
+        pytest.skip("no fs.fanotify.max_queued_events")
+    with private_fs("tmpfs", tmp_path) as mnt:
+        (mnt / "d").mkdir()
+        try:
+            knob.write_text("4\n")
+            exp = start(tmp_path, mnt)
+        finally:
+            knob.write_text(saved)
+        with exp:
+            wait_baseline(exp, mnt)
+            for i in range(3000):
+                (mnt / "d" / f"f{i}").write_bytes(b"x" * 100)
+            exp.wait_event("watch_overflow")
+            samples, _ = converge(exp, mnt)
+            exp.wait_for(lambda s: watch(s, "active", mnt) == 1)
+            reason = {"path": str(mnt), "reason": "overflow"}
+            assert (value(samples, "du_exporter_watch_rescans_total", **reason) or 0) >= 1
+            assert (value(samples, "du_exporter_scans_total", path=str(mnt), result="success") or 0) >= 2
+            assert len([e for e in exp.events if e.get("event") == "watch_overflow"]) == 1
+
+
+def test_watch_needs_mode_http(tmp_path: Path) -> None:
+    done = run(tmp_path, "--mode", "file", "--watch", "--analyzed-path", str(tmp_path))
+    assert done.returncode == 2
+    assert "'watch'" in done.stderr
+    assert "mode http" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_watch_from_the_environment_and_follow_symlinks(tmp_path: Path) -> None:
+    env = {**clean_env(tmp_path), "DU_EXPORTER_WATCH": "true"}
+    done = subprocess.run(
+        [sys.executable, "-m", "du_exporter", "check-config", "--follow-symlinks"],
+        capture_output=True, text=True, cwd=tmp_path, env=env, check=False,
+    )
+    assert done.returncode == 2
+    assert "follow-symlinks" in done.stderr
+    done = subprocess.run(
+        [sys.executable, "-m", "du_exporter", "check-config",
+         "--watch-delay-seconds", "0.25"],
+        capture_output=True, text=True, cwd=tmp_path, env=env, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "watch: true" in done.stdout
+    assert "watch-delay-seconds: 0.25" in done.stdout

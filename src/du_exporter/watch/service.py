@@ -68,6 +68,10 @@ class _Followed:
     #: generation ``stale``.
     rescanning: bool = False
     stale: int | None = None
+    #: Bumped whenever the tree is lost: work begun before is dropped.
+    epoch: int = 0
+    #: Events were lost since the last baseline (warned once).
+    overflowed: bool = False
     dirty: set[bytes] = field(default_factory=set)
     first_dirty: float | None = None
     in_flight: int = 0
@@ -225,8 +229,9 @@ class Watcher:
     def _on_overflow(self) -> None:
         with self._lock:
             for top, f in self.walks.items():
-                if not f.marked:
+                if not f.marked or f.overflowed:
                     continue
+                f.overflowed = True
                 log.warning(
                     "watch_overflow", root=os.fsdecode(top),
                     reason="the kernel's event queue overflowed",
@@ -236,6 +241,7 @@ class Watcher:
 
     def _lose_tree(self, f: _Followed, reason: str, *, active: bool) -> None:
         """Forget the tree and ask for a rescan; called with the lock."""
+        f.epoch += 1
         f.stale = f.gen
         f.tree = None
         f.gen = None
@@ -313,7 +319,8 @@ class Watcher:
         served = rows.served(f.walk.top)
         if served is None:
             return  # the first scan has not completed yet
-        if f.tree is None or f.gen != served:
+        tree, gen = f.tree, f.gen
+        if tree is None or gen != served:
             if f.rescanning and f.stale == served:
                 return  # the rescan asked for has not completed yet
             self._baseline(f, rows, served)
@@ -325,28 +332,31 @@ class Watcher:
             dirty, f.dirty = f.dirty, set()
             f.first_dirty = None
             f.in_flight = len(dirty)
-        tree = f.tree
+            epoch = f.epoch
         try:
             change = update(tree, self._reader(f.walk), dirty)
         except NeedsRescan as e:
             self._log_rescan(f, e.reason)
             with self._lock:
                 f.in_flight = 0
-                self._lose_tree(f, e.reason, active=True)
+                if f.epoch == epoch:
+                    self._lose_tree(f, e.reason, active=True)
             return
         self.status.add(f.walk.top, entries=change.entries)
         self._warn_unreadable(change)
-        if change.changed or change.removed:
-            self._publish(f, rows, tree, change, replace=False)
         with self._lock:
             f.in_flight = 0
+            lost = f.epoch != epoch  # an overflow meanwhile: a rescan comes
             self._set_pending(f)
+        if not lost and (change.changed or change.removed):
+            self._publish(f, rows, tree, gen, change, replace=False)
 
     def _baseline(self, f: _Followed, rows: WatchRows, served: int) -> None:
         with self._lock:
             f.dirty.clear()  # what follows reads everything fresh
             f.first_dirty = None
             f.tree = None
+            epoch = f.epoch
         started = time.monotonic()
         try:
             tree, change = baseline(self._reader(f.walk))
@@ -356,19 +366,22 @@ class Watcher:
                 self._lose_tree(f, e.reason, active=True)
             return
         self._warn_unreadable(change)
-        f.gen = served
         f.next_row = 0
-        if self._publish(f, rows, tree, change, replace=True):
-            with self._lock:
-                f.tree = tree
-                f.rescanning = False
-                self.status.update(f.walk.top, active=True)
-                self._set_pending(f)
-            log.info(
-                "watch_baseline", root=os.fsdecode(f.walk.top),
-                directories=len(tree.dirs), entries=change.entries,
-                seconds=round(time.monotonic() - started, 3),
-            )
+        if not self._publish(f, rows, tree, served, change, replace=True):
+            return
+        with self._lock:
+            if f.epoch != epoch:
+                return  # events were lost while it was read: rescan first
+            f.tree, f.gen = tree, served
+            f.rescanning = False
+            f.overflowed = False
+            self.status.update(f.walk.top, active=True)
+            self._set_pending(f)
+        log.info(
+            "watch_baseline", root=os.fsdecode(f.walk.top),
+            directories=len(tree.dirs), entries=change.entries,
+            seconds=round(time.monotonic() - started, 3),
+        )
 
     def _reader(self, walk: Walk) -> Reader:
         cfg = self.config
@@ -402,15 +415,14 @@ class Watcher:
     # --- publications --------------------------------------------------------
 
     def _publish(
-        self, f: _Followed, rows: WatchRows, tree: Tree, change: Change,
-        *, replace: bool,
+        self, f: _Followed, rows: WatchRows, tree: Tree, gen: int,
+        change: Change, *, replace: bool,
     ) -> bool:
-        assert f.gen is not None  # noqa: S101 - set before publishing
         walk = f.walk
         if replace:
             f.next_row = 0
         else:
-            f.next_row = max(f.next_row, rows.max_row_id(f.gen) + 1)
+            f.next_row = max(f.next_row, rows.max_row_id(gen) + 1)
         upsert: list[WatchRow] = []
         delete = [d.row for d in change.removed if d.row is not None]
         for d in change.removed:
@@ -429,7 +441,7 @@ class Watcher:
         bounds = [*map(float, SIZE_BUCKETS), float("inf")]
         pub = Publication(
             walk=walk.top,
-            gen=f.gen,
+            gen=gen,
             upsert=upsert,
             delete=delete,
             dirs=[_dir_row(d) for d in change.changed if tree.dirs.get(d.path) is d],
@@ -440,9 +452,7 @@ class Watcher:
             replace=replace,
         )
         if not rows.publish(pub):
-            with self._lock:
-                f.tree = None  # a scan completed meanwhile: read it again
-            return False
+            return False  # a scan completed meanwhile: read it again
         self.status.published(walk.top, self.clock())
         self.on_publish()
         return True
