@@ -82,6 +82,35 @@ class TestSystemd:
             assert trap not in text
 
 
+    @pytest.mark.usefixtures("exec_path")
+    def test_watch_drop_in_lifts_only_what_watch_needs(self, tmp_path: Path):
+        """The drop-in applies on top of the unit: CAP_SYS_ADMIN and the
+        fanotify calls come back, the rest of the sandbox stays."""
+        (tmp_path / "du-exporter.service.d").mkdir()
+        shutil.copy(REPO / "systemd" / "du-exporter.service", tmp_path)
+        shutil.copy(
+            REPO / "systemd" / "du-exporter-watch.conf",
+            tmp_path / "du-exporter.service.d" / "watch.conf",
+        )
+        env = {**os.environ, "SYSTEMD_UNIT_PATH": f"{tmp_path}:"}
+        out = subprocess.run(
+            [_tool("systemd-analyze"), "verify", "du-exporter.service"],
+            capture_output=True, text=True, check=False, cwd=tmp_path, env=env,
+        )
+        assert (0, "") == (out.returncode, out.stderr)
+        out = subprocess.run(
+            [_tool("systemd-analyze"), "security", "--offline=true",
+             "du-exporter.service"],
+            capture_output=True, text=True, check=False, cwd=tmp_path, env=env,
+        )
+        report = out.stdout
+        assert "fanotify_init is allowed" in report
+        assert "Service has administrator privileges" in report
+        for kept in ("ProtectSystem=", "NoNewPrivileges=", "PrivateDevices="):
+            line = next(x for x in report.splitlines() if kept in x)
+            assert line.lstrip().startswith("✓"), line
+
+
 class TestDockerfile:
     def test_hadolint_clean(self):
         out = subprocess.run(

@@ -17,7 +17,7 @@ def _zeros() -> list[int]:
     return [0] * (len(SIZE_BUCKETS) + 1)
 
 
-@dataclass
+@dataclass(slots=True)
 class Own:
     """What one read of one directory found (links excluded)."""
 
@@ -47,7 +47,7 @@ class Own:
         )
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Dir:
     path: bytes
     parent: Dir | None
