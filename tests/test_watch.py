@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -58,7 +59,11 @@ def wait_baseline(exp: Exporter, root: Path) -> Samples:
 
 
 def converge(
-    exp: Exporter, root: Path, *du_args: str, timeout: float = 60
+    exp: Exporter,
+    root: Path,
+    *du_args: str,
+    expected: Callable[[], dict[bytes, int]] | None = None,
+    timeout: float = 60,
 ) -> tuple[Samples, float]:
     """Wait until nothing is pending and every row equals du's; seconds."""
     started = time.monotonic()
@@ -68,7 +73,10 @@ def converge(
         nonlocal want
         if watch(s, "pending_dirs", root) != 0:
             return False
-        want = du(root, "-B1", f"--max-depth={LEVEL}", *du_args)
+        if expected is not None:
+            want = expected()
+        else:
+            want = du(root, "-B1", f"--max-depth={LEVEL}", *du_args)
         return rows(s) == want
 
     try:
@@ -80,18 +88,6 @@ def converge(
         msg = f"rows never matched du: {diff}"
         raise AssertionError(msg) from None
     return samples, time.monotonic() - started
-
-
-def seed(root: Path, rng: random.Random, dirs: int = 3000, files: int = 20_000) -> None:
-    made = [root]
-    for i in range(dirs):
-        d = rng.choice(made) / f"d{i}"
-        d.mkdir()
-        made.append(d)
-    for i in range(files):
-        (rng.choice(made) / f"f{i}").write_bytes(b"s" * rng.randrange(0, 20000))
-    (root / "skipme").mkdir()
-    (root / "skipme" / "big").write_bytes(b"x" * 100_000)
 
 
 def _listing(root: Path) -> tuple[list[Path], list[Path], list[Path]]:
@@ -335,3 +331,34 @@ def test_watch_from_the_environment_and_follow_symlinks(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "watch: true" in done.stdout
     assert "watch-delay-seconds: 0.25" in done.stdout
+
+
+def test_nested_roots_and_a_filesystem_mounted_inside(tmp_path: Path) -> None:
+    """A nested root exports deeper; a tmpfs mounted inside the root is
+    walked (no one-file-system) and marked too: changes on both follow."""
+    with private_fs("tmpfs", tmp_path) as mnt:
+        root = mnt / "r"
+        inner = root / "a"
+        (inner / "b" / "c" / "d").mkdir(parents=True)
+        (root / "x").mkdir()
+        with private_fs("tmpfs", root / "x") as sub:
+            (sub / "s1" / "s2").mkdir(parents=True)
+
+            def expected() -> dict[bytes, int]:
+                return {**du(root, "-B1", "--max-depth=1"), **du(inner, "-B1", "--max-depth=3")}
+
+            with Exporter(
+                tmp_path,
+                "--multi-paths", f"{root}=1,{inner}=3",
+                "--scan-interval-minutes", "0",
+                "--watch", "--watch-delay-seconds", "0.5",
+            ) as exp:
+                exp.wait_event("watch_baseline")
+                converge(exp, root, expected=expected)
+                (inner / "b" / "c" / "d" / "f").write_bytes(b"x" * 70_000)
+                (inner / "b" / "c" / "new").mkdir()
+                (sub / "s1" / "s2" / "g").write_bytes(b"y" * 90_000)
+                (sub / "s1" / "t").mkdir()
+                samples, _ = converge(exp, root, expected=expected)
+                assert watch(samples, "active", inner) == 1
+                assert os.fsencode(inner / "b" / "c" / "new") in rows(samples)

@@ -66,6 +66,14 @@ def scan_unit(
     return _Walker(plan, hunger, throttle or Throttle(plan.iops)).run(unit)
 
 
+def unit_reader(
+    plan: Plan, throttle: Throttle | None = None
+) -> Callable[[Unit], UnitResult]:
+    """Walk many units, one after the other, with one walker (what it
+    learns about filesystems is kept across them)."""
+    return _Walker(plan, None, throttle or Throttle(plan.iops)).run
+
+
 class _DirStat(NamedTuple):
     """The fields of a directory's stat that ``_Walker._dir`` reads."""
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from du_exporter.paths import Walk, depth_under
 from du_exporter.scan.budget import Throttle
 from du_exporter.scan.model import Plan, Unit, UnitResult
-from du_exporter.scan.walker import scan_unit
+from du_exporter.scan.walker import unit_reader
 from du_exporter.watch.state import Dir, Own, Tree
 
 
@@ -65,7 +65,7 @@ class Reader:
     def __init__(self, walk: Walk, plan: Plan) -> None:
         self.walk = walk
         self.plan = plan
-        self.throttle = Throttle(plan.iops)
+        self._read = unit_reader(plan, Throttle(plan.iops))
 
     def unit_of(self, path: bytes, key: bytes) -> Unit | None:
         """A fresh stat of the directory itself (the top followed, as the
@@ -82,7 +82,7 @@ class Reader:
         )
 
     def read(self, unit: Unit) -> UnitResult:
-        return scan_unit(self.plan, unit, throttle=self.throttle)
+        return self._read(unit)
 
     def walk_subtree(
         self, top: Unit, parent: Dir | None, change: Change

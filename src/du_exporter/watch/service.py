@@ -251,7 +251,10 @@ class Watcher:
         self.status.update(f.walk.top, active=active)
         if not f.rescanning:
             f.rescanning = True
-            self._rescans.append(f.walk.top)
+            if reason != "root":
+                # A root that vanished waits for the next interval scan
+                # (which fails and says so) instead of failing every second.
+                self._rescans.append(f.walk.top)
         self._set_pending(f)
 
     def _set_pending(self, f: _Followed) -> None:
