@@ -90,6 +90,18 @@ def converge(
     return samples, time.monotonic() - started
 
 
+def seed(root: Path, rng: random.Random, dirs: int = 3000, files: int = 20_000) -> None:
+    made = [root]
+    for i in range(dirs):
+        d = rng.choice(made) / f"d{i}"
+        d.mkdir()
+        made.append(d)
+    for i in range(files):
+        (rng.choice(made) / f"f{i}").write_bytes(b"s" * rng.randrange(0, 20000))
+    (root / "skipme").mkdir()
+    (root / "skipme" / "big").write_bytes(b"x" * 100_000)
+
+
 def _listing(root: Path) -> tuple[list[Path], list[Path], list[Path]]:
     """Directories, leaf directories and regular files, skipme excluded."""
     dirs: list[Path] = []
