@@ -81,6 +81,9 @@ class Reader:
             mtime=st.st_mtime, dev=st.st_dev, ino=st.st_ino, uid=st.st_uid,
         )
 
+    def own(self, res: UnitResult) -> Own:
+        return Own.of(res, owners=self.plan.owner_usage)
+
     def read(self, unit: Unit) -> UnitResult:
         return self._read(unit)
 
@@ -99,7 +102,7 @@ class Reader:
             change.unreadable.extend(res.errors)
             d = Dir(
                 path=unit.path, parent=above, dev=unit.dev, ino=unit.ino,
-                key=unit.key, own=Own.of(res), inode=_inode(unit),
+                key=unit.key, own=self.own(res), inode=_inode(unit),
             )
             out.append(d)
             links.extend((d, link) for link in res.links)
@@ -182,7 +185,7 @@ def _reread(
     if res.links or d.own.links:
         raise NeedsRescan("hardlink")
     d.inode = _inode(unit)
-    tree.set_own(d, Own.of(res))
+    tree.set_own(d, reader.own(res))
     change.changed.update(tree.ancestors(d))
     listed = {u.path: u for u in res.children}
     for path, child in list(d.children.items()):

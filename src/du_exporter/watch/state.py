@@ -33,7 +33,8 @@ class Own:
     links: bool = False
 
     @classmethod
-    def of(cls, res: UnitResult) -> Own:
+    def of(cls, res: UnitResult, *, owners: bool) -> Own:
+        """The sums of ``res``; per owner only if ``owners`` (memory)."""
         return cls(
             disk=res.disk,
             apparent=res.apparent,
@@ -42,7 +43,7 @@ class Own:
             mtime=res.mtime,
             histogram=list(res.histogram),
             histogram_sum=res.histogram_sum,
-            owners={u: list(s) for u, s in res.owners.items()},
+            owners={u: list(s) for u, s in res.owners.items()} if owners else {},
             links=bool(res.links),
         )
 
