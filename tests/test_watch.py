@@ -304,6 +304,11 @@ def test_a_queue_overflow_warns_once_and_rescans(tmp_path: Path) -> None:
         try:
             knob.write_text("4\n")
             exp = start(tmp_path, mnt)
+            try:
+                exp.wait_event("watch_started")  # the group exists: restore
+            except AssertionError:
+                exp.__exit__(None, None, None)
+                raise
         finally:
             knob.write_text(saved)
         with exp:

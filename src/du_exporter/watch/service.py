@@ -167,6 +167,11 @@ class Watcher:
             self._group = None
             return
         group.start()
+        log.info(
+            "watch_started",
+            roots=[os.fsdecode(t) for t, f in self.walks.items() if f.marked],
+            delay_seconds=self.config.watch_delay_seconds,
+        )
         self._thread = threading.Thread(
             target=self._run, name="du-exporter-watch", daemon=True
         )
