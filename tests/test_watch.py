@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from du_exporter.paths import unlabel_path
-from exporter import Exporter, Samples, clean_env, run, value
+from exporter import Exporter, Samples, clean_env, parse, run, value
 from helpers import du
 from watchfs import private_fs
 
@@ -379,3 +379,39 @@ def test_nested_roots_and_a_filesystem_mounted_inside(tmp_path: Path) -> None:
                 samples, _ = converge(exp, root, expected=expected)
                 assert watch(samples, "active", inner) == 1
                 assert os.fsencode(inner / "b" / "c" / "new") in rows(samples)
+
+
+def directory_families(samples: Samples) -> Samples:
+    """Every directory family (sizes, counts, mtimes, histogram, owners)."""
+    return {
+        key: v for key, v in samples.items()
+        if key[0].startswith("node_disk_usage")
+    }
+
+
+def test_publications_equal_a_full_scan_in_every_family(tmp_path: Path) -> None:
+    """Counts, newest mtimes, the histogram and the owner sums a watch
+    publication serves are what a full scan of the same tree gives."""
+    rng = random.Random("families")  # noqa: S311 - a reproducible storm
+    with private_fs("ext4", tmp_path) as mnt:
+        root = mnt / "tree"
+        root.mkdir()
+        seed(root, rng, dirs=200, files=2000)
+        shutil.rmtree(root / "skipme")
+        with start(tmp_path, root, "--owner-usage") as exp:
+            wait_baseline(exp, root)
+            storm(root, rng, 150)
+            os.chown(next(root.glob("d*")), 1234, 1234)
+            for f in list(root.rglob("n*"))[:5]:
+                os.chown(f, 4321, 4321, follow_symlinks=False)
+            converge(exp, root)
+            served = directory_families(exp.scrape())
+        out = tmp_path / "scan.prom"
+        done = run(
+            tmp_path, "--mode", "file", "--analyzed-path", root,
+            "--dir-level", str(LEVEL), "--owner-usage",
+            "--db-path", tmp_path / "other.db", "--output-file", out,
+        )
+        assert done.returncode == 0, done.stderr
+        scanned = directory_families(parse(out.read_text()))
+    assert served == scanned

@@ -55,8 +55,9 @@ class Change:
     unreadable: list[tuple[bytes, str]] = field(default_factory=list)
 
 
-def _inode(unit: Unit) -> tuple[int, int, float]:
-    return (unit.disk, unit.apparent, unit.mtime)
+def _inode(unit: Unit) -> tuple[int, int, float, int]:
+    """What a directory's own inode adds to its sums."""
+    return (unit.disk, unit.apparent, unit.mtime, unit.uid)
 
 
 class Reader:

@@ -260,6 +260,7 @@ class Watcher:
                 # A root that vanished waits for the next interval scan
                 # (which fails and says so) instead of failing every second.
                 self._rescans.append(f.walk.top)
+                self.on_rescan()
         self._set_pending(f)
 
     def _set_pending(self, f: _Followed) -> None:

@@ -57,8 +57,9 @@ class Dir:
     #: du's order key of the directory (listing positions from the top).
     key: bytes
     own: Own
-    #: (disk, apparent, mtime) of the directory's own inode, as last read.
-    inode: tuple[int, int, float] = (0, 0, 0.0)
+    #: (disk, apparent, mtime, uid) of the directory's own inode, as
+    #: last read.
+    inode: tuple[int, int, float, int] = (0, 0, 0.0, 0)
     children: dict[bytes, Dir] = field(default_factory=dict)
     disk: int = 0
     apparent: int = 0
