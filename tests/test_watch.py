@@ -7,7 +7,6 @@ import os
 import random
 import shutil
 import subprocess
-import sys
 import time
 
 from collections.abc import Callable
@@ -16,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from du_exporter.paths import unlabel_path
-from exporter import Exporter, Samples, clean_env, parse, run, value
-from helpers import du
+from exporter import Exporter, Samples, parse, value
+from helpers import du, run
 from watchfs import private_fs
 
 
@@ -333,18 +332,11 @@ def test_watch_needs_mode_http(tmp_path: Path) -> None:
 
 
 def test_watch_from_the_environment_and_follow_symlinks(tmp_path: Path) -> None:
-    env = {**clean_env(tmp_path), "DU_EXPORTER_WATCH": "true"}
-    done = subprocess.run(
-        [sys.executable, "-m", "du_exporter", "check-config", "--follow-symlinks"],
-        capture_output=True, text=True, cwd=tmp_path, env=env, check=False,
-    )
+    env = {"DU_EXPORTER_WATCH": "true"}
+    done = run(tmp_path, "check-config", "--follow-symlinks", env=env)
     assert done.returncode == 2
     assert "follow-symlinks" in done.stderr
-    done = subprocess.run(
-        [sys.executable, "-m", "du_exporter", "check-config",
-         "--watch-delay-seconds", "0.25"],
-        capture_output=True, text=True, cwd=tmp_path, env=env, check=False,
-    )
+    done = run(tmp_path, "check-config", "--watch-delay-seconds", "0.25", env=env)
     assert done.returncode == 0, done.stderr
     assert "watch: true" in done.stdout
     assert "watch-delay-seconds: 0.25" in done.stdout
