@@ -82,26 +82,24 @@ class TestSystemd:
             assert trap not in text
 
 
-    @pytest.mark.usefixtures("exec_path")
-    def test_watch_drop_in_lifts_only_what_watch_needs(self, tmp_path: Path):
+    def test_watch_drop_in_lifts_only_what_watch_needs(self, units_dir: Path):
         """The drop-in applies on top of the unit: CAP_SYS_ADMIN and the
         fanotify calls come back, the rest of the sandbox stays."""
-        (tmp_path / "du-exporter.service.d").mkdir()
-        shutil.copy(REPO / "systemd" / "du-exporter.service", tmp_path)
+        (units_dir / "du-exporter.service.d").mkdir()
         shutil.copy(
             REPO / "systemd" / "du-exporter-watch.conf",
-            tmp_path / "du-exporter.service.d" / "watch.conf",
+            units_dir / "du-exporter.service.d" / "watch.conf",
         )
-        env = {**os.environ, "SYSTEMD_UNIT_PATH": f"{tmp_path}:"}
+        env = {**os.environ, "SYSTEMD_UNIT_PATH": f"{units_dir}:"}
         out = subprocess.run(
             [_tool("systemd-analyze"), "verify", "du-exporter.service"],
-            capture_output=True, text=True, check=False, cwd=tmp_path, env=env,
+            capture_output=True, text=True, check=False, cwd=units_dir, env=env,
         )
         assert (0, "") == (out.returncode, out.stderr)
         out = subprocess.run(
             [_tool("systemd-analyze"), "security", "--offline=true",
              "du-exporter.service"],
-            capture_output=True, text=True, check=False, cwd=tmp_path, env=env,
+            capture_output=True, text=True, check=False, cwd=units_dir, env=env,
         )
         report = out.stdout
         assert "fanotify_init is allowed" in report
