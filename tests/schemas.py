@@ -110,8 +110,28 @@ CREATE TABLE links (
 );
 """
 
+#: The version 3 schema (watch mode: ``watch_dirs``, every walked
+#: directory's own sums), frozen the same way.
+V3_SCHEMA = V2_SCHEMA + """
+CREATE TABLE watch_dirs (
+    walk BLOB NOT NULL,
+    path BLOB NOT NULL,
+    parent BLOB,
+    dev INTEGER NOT NULL,
+    ino INTEGER NOT NULL,
+    key BLOB NOT NULL,
+    own_disk INTEGER NOT NULL,
+    own_apparent INTEGER NOT NULL,
+    own_files INTEGER NOT NULL,
+    own_dirs INTEGER NOT NULL,
+    own_mtime REAL NOT NULL,
+    links INTEGER NOT NULL,
+    PRIMARY KEY (walk, path)
+) WITHOUT ROWID;
+"""
+
 #: Each frozen schema by its ``user_version``.
-FROZEN = {1: V1_SCHEMA, 2: V2_SCHEMA}
+FROZEN = {1: V1_SCHEMA, 2: V2_SCHEMA, 3: V3_SCHEMA}
 
 
 def create(path: Path, version: int) -> None:

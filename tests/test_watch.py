@@ -320,7 +320,11 @@ def test_a_queue_overflow_warns_once_and_rescans(tmp_path: Path) -> None:
             reason = {"path": str(mnt), "reason": "overflow"}
             assert (value(samples, "du_exporter_watch_rescans_total", **reason) or 0) >= 1
             assert (value(samples, "du_exporter_scans_total", path=str(mnt), result="success") or 0) >= 2
-            assert len([e for e in exp.events if e.get("event") == "watch_overflow"]) == 1
+            # One warning per overflow, not per lost event: each is
+            # followed by its rescan (the queue stays this small, so a
+            # burst on a loaded machine may overflow it again after).
+            warnings = [e for e in exp.events if e.get("event") == "watch_overflow"]
+            assert len(warnings) == value(samples, "du_exporter_watch_rescans_total", **reason)
 
 
 def test_watch_needs_mode_http(tmp_path: Path) -> None:
