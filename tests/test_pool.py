@@ -14,6 +14,7 @@ import pytest
 from du_exporter.errors import ScanError
 from du_exporter.scan.model import Plan, Unit, UnitResult
 from du_exporter.scan.pool import ScanPool
+from du_exporter.store.rows import UnitRow
 from helpers import du, ioprio_of, worker_pids, write
 
 
@@ -90,7 +91,8 @@ class TestFailures:
             results: list[UnitResult] = []
             plan, top = plan_for(root)
             pool.walk(plan, top, lambda r, *_: results.append(r), threading.Event())
-            assert du(root, "-sB1")[os.fsencode(root)] == sum(r.disk for r in results)
+            disk = sum(UnitRow(*row).disk for r in results for row in r.rows)
+            assert du(root, "-sB1")[os.fsencode(root)] == disk
 
     def test_terminate_reaps_everything(self, tmp_path):
         write(tmp_path / "t" / "f", 10)

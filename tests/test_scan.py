@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from du_exporter.scan import engine_scandir
-from du_exporter.scan.model import Plan, Unit, UnitResult
+from du_exporter.scan.model import ROWS_PER_MESSAGE, Plan, Unit, UnitResult
 from du_exporter.scan.pool import ScanPool
 from du_exporter.scan.walker import engine_available, engine_name, scan_unit
+from du_exporter.store.rows import UnitRow
 from helpers import Scanner, du, write
 
 
@@ -279,9 +280,84 @@ class TestWorkSplitting:
         top = Unit(os.fsencode(root), b"", st.st_blocks * 512, st.st_size,
                    st.st_mtime, dev=st.st_dev, ino=st.st_ino)
         pool.walk(plan, top, lambda r, *_: results.append(r), threading.Event())
-        assert len(results) > 1
-        total = sum(r.disk for r in results)
+        assert sum(r.final for r in results) > 1  # more than one unit
+        total = sum(UnitRow(*row).disk for r in results for row in r.rows)
         assert du(root, "-sB1")[os.fsencode(root)] == total
+
+
+def many_dirs(root: Path, fan: int) -> Path:
+    """``fan`` x ``fan`` directories of one file each, and hard links
+    between far-apart ones (du counts each where it meets it first)."""
+    for i in range(fan):
+        for j in range(fan):
+            write(root / f"a{i:03d}" / f"b{j:03d}" / "f", 100 * i + j)
+    for i in range(0, fan, 7):
+        os.link(root / f"a{i:03d}" / "b000" / "f",
+                root / f"a{fan - 1 - i:03d}" / f"b{i:03d}" / "link")
+    return root
+
+
+class TestUnits:
+    """A unit is a subtree, not an exported directory: its rows stream."""
+
+    def test_one_round_trip_for_many_rows(self, tmp_path):
+        """2,601 exported directories, one worker: one unit, its rows in
+        messages of at most ROWS_PER_MESSAGE, each id once, every parent
+        a row of the walk."""
+        root = many_dirs(tmp_path / "t", 50)
+        plan, top = plan_for(root, level=2)
+        results: list[UnitResult] = []
+        with ScanPool(1) as one:
+            one.walk(plan, top, results.append, threading.Event())
+        assert [r.final for r in results] == [False] * (len(results) - 1) + [True]
+        assert len(results) >= 2
+        assert all(len(r.rows) <= ROWS_PER_MESSAGE for r in results)
+        rows = [UnitRow(*row) for r in results for row in r.rows]
+        ids = {row.id for row in rows}
+        assert len(ids) == len(rows) == 1 + 50 + 50 * 50
+        assert all(row.parent in ids for row in rows if row.parent is not None)
+        assert {row.path for row in rows} == set(du(root, "--max-depth=2"))
+
+    @pytest.mark.parametrize("engine", ["c", "scandir-rs", "python"])
+    def test_streamed_in_process(self, tmp_path, engine):
+        """scan_unit with emit: bounded messages, the same rows as without."""
+        if not engine_available(engine):
+            pytest.skip(f"scan engine {engine} is not built here")
+        root = many_dirs(tmp_path / "t", 50)
+        plan, top = plan_for(root, level=2, engine=engine)
+        sent: list[UnitResult] = []
+        last = scan_unit(plan, top, emit=sent.append)
+        whole = scan_unit(plan, top)
+        assert sent
+        assert all(len(r.rows) <= ROWS_PER_MESSAGE and not r.final for r in sent)
+        streamed = [r for m in (*sent, last) for r in m.rows]
+        assert sorted(streamed) == sorted(whole.rows)
+        assert sorted(link for m in (*sent, last) for link in m.links) == sorted(
+            whole.links
+        )
+        assert sum(m.entries for m in (*sent, last)) == whole.entries
+
+    def test_many_rows_equal_du(self, scanner: Scanner, tmp_path):
+        """Rows of units split by idle workers, hard links across units."""
+        root = many_dirs(tmp_path / "t", 50)
+        for level in (1, 2):
+            rows = scanner.scan(analyzed_path=str(root), dir_level=level)
+            assert du(root, "-B1", f"--max-depth={level}") == sizes(rows, "disk")
+
+
+def plan_for(root: Path, level: int, engine: str = "auto") -> tuple[Plan, Unit]:
+    st = os.stat(root)
+    plan = Plan(
+        exports=((os.fsencode(root), level),),
+        ignore=(),
+        one_file_system=False,
+        follow_symlinks=False,
+        root_dev=st.st_dev,
+        engine=engine,
+    )
+    top = Unit(os.fsencode(root), b"", st.st_blocks * 512, st.st_size,
+               st.st_mtime, dev=st.st_dev, ino=st.st_ino, uid=st.st_uid)
+    return plan, top
 
 
 def _walk_whole(root: Path, engine: str, owner_usage: bool) -> UnitResult:
@@ -321,8 +397,8 @@ class TestEngines:
         off = _walk_whole(root, engine, owner_usage=False)
         assert on.owners
         assert {} == off.owners
-        assert (on.disk, on.apparent, on.files, on.entries, on.links) == (
-            off.disk, off.apparent, off.files, off.entries, off.links
+        assert (on.rows, on.entries, on.links) == (
+            off.rows, off.entries, off.links
         )
 
 

@@ -68,11 +68,19 @@ class Walk:
 
     def export_of(self, path: bytes) -> tuple[bytes, int] | None:
         """The innermost root that gives ``path`` a row, and the depth below it."""
-        for root, dir_level in reversed(self.exports):
-            depth = depth_under(path, root)
-            if depth <= dir_level:
-                return root, depth
-        return None
+        return export_of(self.exports, path)
+
+
+def export_of(
+    exports: tuple[tuple[bytes, int], ...], path: bytes
+) -> tuple[bytes, int] | None:
+    """The innermost of ``exports`` ((root, dir-level), outermost first)
+    that gives ``path`` a row, and ``path``'s depth below it."""
+    for root, dir_level in reversed(exports):
+        depth = depth_under(path, root)
+        if depth <= dir_level:
+            return root, depth
+    return None
 
 
 def plan_walks(roots: Iterable[RootLike]) -> list[Walk]:

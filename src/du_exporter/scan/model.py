@@ -1,4 +1,4 @@
-"""What a walk is made of: the plan, units, their results, size buckets.
+"""What a walk is made of: the plan, units, their rows, size buckets.
 
 Shared by the parent and the worker processes, so it imports nothing
 but the standard library.
@@ -9,15 +9,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from du_exporter.paths import depth_under
+from du_exporter.paths import export_of
 
 
 #: Upper bounds (bytes, apparent size) of the file-size histogram.
 SIZE_BUCKETS: tuple[int, ...] = tuple(4**k * 1024 for k in range(13))
 #: How many unreadable paths one unit reports by name (the rest counted).
 MAX_ERRORS = 20
-#: A unit returns early once it holds this many possible duplicates.
+#: A worker sends a message once it holds this many finished rows...
+ROWS_PER_MESSAGE = 2_000
+#: ... or this many possible duplicates, so that its memory stays bounded
+#: however many exported directories or hard links one unit holds.
 MAX_LINKS = 50_000
+#: The rows of the unit with task number t get ids ``t << ROW_ID_BITS``,
+#: ``+ 1``, ...: unique over the walk without asking the parent.
+ROW_ID_BITS = 32
 #: du's sums stop here (it prints "Infinity"); sizes, devices and inode
 #: numbers are unsigned 64-bit.
 U64_MAX = 2**64 - 1
@@ -63,16 +69,13 @@ class Plan:
     #: Sum usage per owner (uid) too.
     owner_usage: bool = False
 
-    def exported(self, path: bytes) -> bool:
-        return any(
-            depth_under(path, root) <= level
-            for root, level in self.exports
-        )
+    def export_of(self, path: bytes) -> tuple[bytes, int] | None:
+        """The innermost root exporting ``path``, and its level below it."""
+        return export_of(self.exports, path)
 
-    def must_split(self, path: bytes) -> bool:
-        """A directory gets its own unit if it gets a row or holds a root."""
-        if self.exported(path):
-            return True
+    def holds_root(self, path: bytes) -> bool:
+        """``path`` is above a nested root (so it needs a row to hang the
+        nested root's rows on, exported or not)."""
         prefix = path + b"/"
         return any(root.startswith(prefix) for root, _ in self.exports[1:])
 
@@ -101,26 +104,43 @@ class Unit:
     dev: int = 0
     ino: int = 0
     uid: int = 0
+    #: Below the walked root.
+    depth: int = 0
+
+
+#: One directory with a row (exported, holding a nested root, or the top
+#: of a unit) and what it counted itself, its subdirectories with rows
+#: excluded: (id, parent id, depth below the walked root, path, exporting
+#: root, level below it, disk, apparent, files, dirs, mtime).  The store
+#: sums the subtrees when the walk is complete.
+Row = tuple[
+    int, int | None, int, bytes, bytes | None, int | None,
+    int, int, int, int, float,
+]
+#: An inode that may be met twice: (row id, dev, ino, order key, disk,
+#: apparent, uid); the store counts it once, where du meets it first.
+Link = tuple[int, int, int, bytes, int, int, int]
 
 
 @dataclass
 class UnitResult:
-    """The sums over one unit, minus the subunits it handed back."""
+    """One message of a worker about its unit.
+
+    A unit walks a whole subtree; every ``ROWS_PER_MESSAGE`` finished rows
+    (or ``MAX_LINKS`` links) it sends them with ``final`` false, then one
+    last message with the rest and the directories it handed back.  The
+    counters cover what was walked since the previous message.
+    """
 
     path: bytes
-    disk: int = 0
-    apparent: int = 0
-    files: int = 0
-    dirs: int = 0
-    mtime: float = 0.0
+    final: bool = False
+    rows: list[Row] = field(default_factory=list)
+    links: list[Link] = field(default_factory=list)
+    #: Directories handed back to idle workers, each with the id of the
+    #: row it hangs on.
+    children: list[tuple[Unit, int]] = field(default_factory=list)
     entries: int = 0
     unreadable: int = 0
-    children: list[Unit] = field(default_factory=list)
-    #: (dev, ino, key, disk, apparent, uid) of inodes that may be seen
-    #: twice.
-    links: list[tuple[int, int, bytes, int, int, int]] = field(
-        default_factory=list
-    )
     #: uid -> [disk, apparent] of what this unit counted itself (the
     #: links are counted once, later, by the parent).
     owners: dict[int, list[int]] = field(default_factory=dict)

@@ -1,7 +1,8 @@
 """A fixed-size pool of worker processes that walks one root in units.
 
-The parent hands out units (directories) and receives their sums; a
-worker that notices idle workers returns early and hands its pending
+The parent hands out units (subtrees) and receives their rows, a few
+thousand per message, not one round trip per directory; a worker that
+notices idle workers ends its unit early and hands its pending
 directories back, so one big subtree still keeps every worker busy.
 Workers only compute; the parent alone writes the database.
 
@@ -29,17 +30,18 @@ from typing import Self
 from du_exporter.errors import ScanAbortedError, ScanError
 from du_exporter.paths import display
 from du_exporter.scan.hunger import MappedHunger
-from du_exporter.scan.model import Plan, Unit, UnitResult
+from du_exporter.scan.model import ROW_ID_BITS, Plan, Unit, UnitResult
 from du_exporter.scan.worker import read_frame, write_frame
 
 
-#: Called with each result, its unit id and its parent unit's id.
-OnResult = Callable[[UnitResult, int, int | None], None]
+#: Called with each message of a worker.
+OnResult = Callable[[UnitResult], None]
 
 
 @dataclass
 class _Task:
     unit_id: int
+    #: The row the unit's own row hangs on.
     parent: int | None
     unit: Unit
 
@@ -77,7 +79,9 @@ class _Worker:
         assert self.proc.stdin is not None  # noqa: S101 - a pipe
         self.task = task
         try:
-            write_frame(self.proc.stdin, pickle.dumps((plan, task.unit)))
+            base = task.unit_id << ROW_ID_BITS
+            write_frame(self.proc.stdin,
+                        pickle.dumps((plan, task.unit, base, task.parent)))
         except OSError as e:
             msg = f"scan worker {self.proc.pid} is gone: {e}"
             raise ScanError(msg) from None
@@ -145,7 +149,7 @@ class ScanPool:
     def walk(
         self, plan: Plan, top: Unit, on_result: OnResult, stop: threading.Event
     ) -> None:
-        """Walk ``top`` to the bottom; call ``on_result`` per unit."""
+        """Walk ``top`` to the bottom; call ``on_result`` per message."""
         if any(w.task is not None or not w.alive() for w in self._workers):
             self._start()  # a previous walk was cut short
         walk = _Walk(self, plan, on_result)
@@ -205,9 +209,10 @@ class _Walk:
                 reason = done.result or f"exited with {done.worker.proc.wait()}"
                 msg = f"scan worker failed on '{display(task.unit.path)}': {reason}"
                 raise ScanError(msg)
-            done.worker.task = None
-            self.busy -= 1
-            for child in done.result.children:
-                self.add(child, task.unit_id)
-            self.dispatch()
-            self.on_result(done.result, task.unit_id, task.parent)
+            if done.result.final:
+                done.worker.task = None
+                self.busy -= 1
+                for child, parent in done.result.children:
+                    self.add(child, parent)
+                self.dispatch()
+            self.on_result(done.result)

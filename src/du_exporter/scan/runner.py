@@ -20,10 +20,12 @@ import structlog
 
 from du_exporter.config import Config
 from du_exporter.errors import ScanAbortedError, ScanError, StoreError
-from du_exporter.paths import Walk, depth_under, display, plan_walks
+from du_exporter.paths import Walk, display, plan_walks
 from du_exporter.scan.model import (
     SIZE_BUCKETS,
+    Link,
     Plan,
+    Row,
     Unit,
     UnitResult,
     du_blocks,
@@ -31,7 +33,6 @@ from du_exporter.scan.model import (
 )
 from du_exporter.scan.pool import ScanPool
 from du_exporter.scan.status import ScanStatus
-from du_exporter.store.rows import LinkRow, UnitRow
 from du_exporter.store.writer import Store
 
 
@@ -47,15 +48,16 @@ class _Totals:
 
 
 class _Batch:
-    """Buffer rows; write ``size`` of them per transaction."""
+    """Buffer rows; write them once there are ``size`` per transaction
+    (or the message that brought them, if it was bigger)."""
 
     def __init__(self, store: Store, gen_id: int, size: int) -> None:
         self.store, self.gen_id, self.size = store, gen_id, size
-        self.units: list[UnitRow] = []
-        self.links: list[LinkRow] = []
+        self.units: list[Row] = []
+        self.links: list[Link] = []
 
-    def add(self, unit: UnitRow, links: list[LinkRow]) -> None:
-        self.units.append(unit)
+    def add(self, units: list[Row], links: list[Link]) -> None:
+        self.units.extend(units)
         self.links.extend(links)
         if len(self.units) + len(self.links) >= self.size:
             self.flush()
@@ -163,8 +165,8 @@ class ScanRunner:
         batch = _Batch(self.store, gen_id, cfg.batch_size)
         totals = _Totals()
 
-        def on_result(res: UnitResult, unit_id: int, parent: int | None) -> None:
-            self._record(walk, res, unit_id, parent, batch, totals)
+        def on_result(res: UnitResult) -> None:
+            self._record(walk, res, batch, totals)
 
         try:
             self.pool.walk(plan, top, on_result, stop)
@@ -190,28 +192,10 @@ class ScanRunner:
         self,
         walk: Walk,
         res: UnitResult,
-        unit_id: int,
-        parent: int | None,
         batch: _Batch,
         totals: _Totals,
     ) -> None:
-        export = walk.export_of(res.path)
-        batch.add(
-            UnitRow(
-                id=unit_id,
-                parent=parent,
-                depth=depth_under(res.path, walk.top),
-                path=res.path,
-                root=export[0] if export else None,
-                level=export[1] if export else None,
-                disk=saturate(res.disk),
-                apparent=saturate(res.apparent),
-                files=res.files,
-                dirs=res.dirs,
-                mtime=res.mtime,
-            ),
-            [(unit_id, *link) for link in res.links],
-        )
+        batch.add(res.rows, res.links)
         totals.entries += res.entries
         totals.unreadable += res.unreadable
         for i, n in enumerate(res.histogram):

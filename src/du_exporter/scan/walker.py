@@ -1,11 +1,14 @@
 """The scan worker: walk one unit (a directory subtree) and sum it like du.
 
 This module runs inside the worker processes, so it imports nothing but
-the standard library.  A unit is one directory; the worker walks it
-depth-first with ``os.scandir`` and one ``lstat`` per entry, folds every
-subdirectory into the unit's totals, and hands back as separate units
-only the subdirectories that must get their own row (see
-:class:`Plan`) or that it gives away to idle workers.
+the standard library.  A unit is a directory and everything below it;
+the worker walks it depth-first with ``os.scandir`` and one ``lstat``
+per entry.  Every directory that needs a row (exported, or above a
+nested root) gets one, with what it holds itself; the other directories
+are folded into the row above them.  Finished rows go to the parent in
+messages of ``ROWS_PER_MESSAGE``, so a unit of a million exported
+directories streams; only the directories it gives away to idle workers
+come back as separate units.
 
 Sizes are exact like GNU du: ``st_blocks * 512`` (``du -B1``, in 64 bits
 as du computes it) and ``st_size`` (``du -b``), a directory's own inode
@@ -39,12 +42,15 @@ from du_exporter.scan.ignore import Ignore
 from du_exporter.scan.model import (
     DU_BLOCKS_WRAP,
     MAX_LINKS,
+    ROWS_PER_MESSAGE,
     SIZE_BUCKETS,
     Hunger,
     Plan,
+    Row,
     Unit,
     UnitResult,
     du_blocks,
+    saturate,
 )
 
 
@@ -52,18 +58,67 @@ _KEY_WIDTH = 4
 _CYCLE = "circular directory structure: a directory containing itself"
 
 
+#: Sends one message that is not the last of its unit.
+Emit = Callable[[UnitResult], None]
+
+
 def scan_unit(
     plan: Plan,
     unit: Unit,
+    base: int = 0,
+    parent: int | None = None,
     hunger: Hunger | None = None,
     throttle: Throttle | None = None,
+    emit: Emit | None = None,
 ) -> UnitResult:
     """Walk one unit: what a worker process does per task.
 
-    A worker passes the same ``throttle`` for every unit, so a stream of
-    small units is held to the budget too.
+    Its rows get the ids ``base``, ``base + 1``, ...; the unit's own row
+    hangs on row ``parent``.  With ``emit``, finished rows are sent in
+    messages along the way and the last message is returned; without,
+    the returned message holds them all.  A worker passes the same
+    ``throttle`` for every unit, so a stream of small units is held to the
+    budget too.
     """
-    return _Walker(plan, hunger, throttle or Throttle(plan.iops)).run(unit)
+    walker = _Walker(plan, hunger, throttle or Throttle(plan.iops), emit)
+    return walker.run(unit, base, parent)
+
+
+class _Row:
+    """A row being summed: its directory or one below it is still pending."""
+
+    __slots__ = (
+        "apparent", "depth", "dirs", "disk", "export", "files", "id",
+        "mtime", "parent", "path", "pending",
+    )
+
+    def __init__(
+        self,
+        row_id: int,
+        parent: int | None,
+        d: Unit,
+        export: tuple[bytes, int] | None,
+    ) -> None:
+        self.id = row_id
+        self.parent = parent
+        self.path = d.path
+        self.depth = d.depth
+        self.export = export
+        self.disk = self.apparent = self.files = self.dirs = 0
+        self.mtime = 0.0
+        #: Directories still to read whose sums go here (the first: its own).
+        self.pending = 1
+
+    def row(self) -> Row:
+        root, level = self.export or (None, None)
+        return (self.id, self.parent, self.depth, self.path, root, level,
+                saturate(self.disk), saturate(self.apparent), self.files,
+                self.dirs, self.mtime)
+
+
+#: A directory to read, the row its sums go to (for one with a row of its
+#: own: the row above), whether it gets a row, and its export.
+_Pending = tuple[Unit, _Row, bool, "tuple[bytes, int] | None"]
 
 
 def unit_reader(
@@ -139,29 +194,57 @@ def engine_name(engine: str) -> str:
 
 class _Walker:
     def __init__(
-        self, plan: Plan, hunger: Hunger | None, throttle: Throttle
+        self,
+        plan: Plan,
+        hunger: Hunger | None,
+        throttle: Throttle,
+        emit: Emit | None,
     ) -> None:
         self.plan = plan
         self.hunger = hunger
         self.throttle = throttle
+        self.emit = emit
         self.ignore = Ignore(plan.ignore)
         self.sortable: dict[int, bool] = {}
         self.fast = _fast_engine(plan.engine)
+        #: Only with nested roots can a directory need a row unexported.
+        self.nested = len(plan.exports) > 1
 
-    def run(self, unit: Unit) -> UnitResult:
+    def run(self, unit: Unit, base: int, parent: int | None) -> UnitResult:
         res = UnitResult(path=unit.path)
-        stack: list[Unit] = [unit]
+        top = _Row(base, parent, unit, self.plan.export_of(unit.path))
+        next_id = base + 1
+        stack: list[_Pending] = [(unit, top, False, None)]
+        hunger = self.hunger
         while stack:
-            if len(stack) > 1 and self.hunger and self.hunger.take():
-                # Idle workers: hand every pending directory back.
-                res.children.extend(stack)
+            if len(stack) > 1 and hunger and hunger.take():
+                # Idle workers: hand every pending directory back, each to
+                # get a row of its own hanging on the row it would join.
+                for d, acc, split, _export in stack:
+                    res.children.append((d, acc.id))
+                    if not split:
+                        self._pend_done(acc, res)
                 break
-            if len(res.links) > MAX_LINKS:
-                # Keep the worker's memory bounded on hard-link farms.
-                res.children.extend(stack)
-                break
-            self._read_dir(stack.pop(), res, stack)
+            d, acc, split, export = stack.pop()
+            if split:
+                acc = _Row(next_id, acc.id, d, export)
+                next_id += 1
+            self._read_dir(d, acc, res, stack)
+            self._pend_done(acc, res)
+            if self.emit is not None and (
+                len(res.rows) >= ROWS_PER_MESSAGE or len(res.links) >= MAX_LINKS
+            ):
+                self.emit(res)
+                res = UnitResult(path=unit.path)
+        res.final = True
         return res
+
+    @staticmethod
+    def _pend_done(acc: _Row, res: UnitResult) -> None:
+        """One directory summed into ``acc``: the last finishes its row."""
+        acc.pending -= 1
+        if not acc.pending:
+            res.rows.append(acc.row())
 
     def _list(
         self, d: Unit, res: UnitResult, fd: int
@@ -177,7 +260,9 @@ class _Walker:
             entries = fts_order(entries, lambda e: e.inode())
         return entries
 
-    def _read_fast(self, d: Unit, res: UnitResult, stack: list[Unit]) -> bool:
+    def _read_fast(
+        self, d: Unit, acc: _Row, res: UnitResult, stack: list[_Pending]
+    ) -> bool:
         """``_read_dir`` by the C extension or scandir-rs: same sums, no
         per-file objects.  False: the engine left this directory to the
         exact Python path."""
@@ -198,45 +283,52 @@ class _Walker:
         for name, code in errors:
             res.error(prefix + name, OSError(code, os.strerror(code)))
         res.entries += count
-        res.files += files
-        res.disk += blocks * 512
-        res.apparent += apparent
-        res.mtime = max(res.mtime, mtime)
+        acc.files += files
+        acc.disk += blocks * 512
+        acc.apparent += apparent
+        acc.mtime = max(acc.mtime, mtime)
         res.histogram_sum += hsum
         for i, n in enumerate(hist):
             res.histogram[i] += n
         for uid, nblocks, size, _files in owners:
             res.own(uid, nblocks * 512, size)
+        row_id = acc.id
         for dev, ino, index, nblocks, size, uid in links:
             key = d.key + index.to_bytes(_KEY_WIDTH, "big")
-            res.links.append((dev, ino, key, nblocks * 512, size, uid))
+            res.links.append((row_id, dev, ino, key, nblocks * 512, size, uid))
         for name, index, dev, ino, nblocks, size, dmtime, uid in subdirs:
             key = d.key + index.to_bytes(_KEY_WIDTH, "big")
             stat = _DirStat(dev, ino, nblocks, size, dmtime, uid)
-            self._dir(prefix + name, key, stat, d, d.via_symlink, res, stack)
+            self._dir(prefix + name, key, stat, d, d.via_symlink, acc, res,
+                      stack)
         return True
 
-    def _read_dir(self, d: Unit, res: UnitResult, stack: list[Unit]) -> None:
-        """Sum one directory's entries into ``res``; queue its subdirectories.
+    def _read_dir(
+        self, d: Unit, acc: _Row, res: UnitResult, stack: list[_Pending]
+    ) -> None:
+        """Sum one directory's entries into its row ``acc`` (and the
+        message ``res``); queue its subdirectories.
 
         The hot loop: keep it to one ``lstat`` and a few local operations
         per entry.
         """
         plan = self.plan
         follow = plan.follow_symlinks
-        res.mtime = max(res.mtime, d.mtime)
+        acc.mtime = max(acc.mtime, d.mtime)
         if d.linked:
             key = self._key(d.key, d.via_symlink)
-            res.links.append((d.dev, d.ino, key, d.disk, d.apparent, d.uid))
+            res.links.append(
+                (acc.id, d.dev, d.ino, key, d.disk, d.apparent, d.uid)
+            )
         else:
-            res.disk += d.disk
-            res.apparent += d.apparent
+            acc.disk += d.disk
+            acc.apparent += d.apparent
             if plan.owner_usage:
                 res.own(d.uid, d.disk, d.apparent)
         skip = self.ignore.for_dir(d.path)
         short = len(d.path) < LONG_PATH
         if (self.fast is not None and skip is None and not follow and short
-                and self._read_fast(d, res, stack)):
+                and self._read_fast(d, acc, res, stack)):
             return
         try:
             fd = open_listed(d.path, d.dev, d.ino, nofollow=self._nofollow(d))
@@ -245,7 +337,7 @@ class _Walker:
             res.error(d.path, e)
             return
         try:
-            self._read_entries(d, fd, skip, res, stack)
+            self._read_entries(d, fd, skip, acc, res, stack)
         finally:
             os.close(fd)
 
@@ -259,8 +351,9 @@ class _Walker:
         d: Unit,
         fd: int,
         skip: Callable[[bytes, bytes], bool] | None,
+        acc: _Row,
         res: UnitResult,
-        stack: list[Unit],
+        stack: list[_Pending],
     ) -> None:
         """The Python hot loop: one ``lstat`` (``fstatat``) per entry."""
         plan = self.plan
@@ -273,7 +366,8 @@ class _Walker:
         tick = self.throttle.tick if plan.iops > 0 else None
         own = res.own if plan.owner_usage else None
         blocks = apparent = files = count = hsum = 0
-        mtime = res.mtime
+        mtime = acc.mtime
+        row_id = acc.id
         hist, links = res.histogram, res.links
         # Consume the listing from the end of a reversed copy: each entry
         # (and the stat it caches) is freed once summed, so a directory of
@@ -302,7 +396,7 @@ class _Walker:
             count += 1
             if S_ISDIR(mode):
                 key = d.key + index.to_bytes(_KEY_WIDTH, "big")
-                self._dir(path, key, st, d, via, res, stack)
+                self._dir(path, key, st, d, via, acc, res, stack)
                 continue
             if only_dev is not None and st.st_dev != only_dev:
                 continue  # like du -x: any entry of another filesystem
@@ -310,7 +404,7 @@ class _Walker:
             mtime = max(mtime, st.st_mtime)
             if st.st_nlink > 1 or follow:
                 key = self._key(d.key + index.to_bytes(_KEY_WIDTH, "big"), via)
-                links.append((st.st_dev, st.st_ino, key,
+                links.append((row_id, st.st_dev, st.st_ino, key,
                               du_blocks(st.st_blocks) * 512,
                               st.st_size, st.st_uid))
             else:
@@ -322,12 +416,12 @@ class _Walker:
             if S_ISREG(mode):
                 hist[bisect_left(SIZE_BUCKETS, st.st_size)] += 1
                 hsum += st.st_size
-        res.disk += blocks * 512
-        res.apparent += apparent
-        res.files += files
+        acc.disk += blocks * 512
+        acc.apparent += apparent
+        acc.files += files
         res.entries += count
         res.histogram_sum += hsum
-        res.mtime = mtime
+        acc.mtime = mtime
 
     def _follow(
         self, name: bytes, fd: int, st: os.stat_result, via: bool
@@ -351,8 +445,9 @@ class _Walker:
         st: os.stat_result | _DirStat,
         parent: Unit,
         via: bool,
+        acc: _Row,
         res: UnitResult,
-        stack: list[Unit],
+        stack: list[_Pending],
     ) -> None:
         plan = self.plan
         if plan.one_file_system and st.st_dev != plan.root_dev:
@@ -365,7 +460,7 @@ class _Walker:
             if not plan.follow_symlinks:
                 res.error(path, OSError(errno.ELOOP, _CYCLE))
             return
-        res.dirs += 1
+        acc.dirs += 1
         sub = Unit(
             path=path,
             key=key,
@@ -378,11 +473,14 @@ class _Walker:
             dev=st.st_dev,
             ino=st.st_ino,
             uid=st.st_uid,
+            depth=parent.depth + 1,
         )
-        if plan.must_split(path):
-            res.children.append(sub)
+        export = plan.export_of(path)
+        if export is not None or (self.nested and plan.holds_root(path)):
+            stack.append((sub, acc, True, export))
         else:
-            stack.append(sub)
+            acc.pending += 1
+            stack.append((sub, acc, False, None))
 
     def _sorts(self, dev: int) -> bool:
         """Whether GNU fts would sort a big directory on ``dev`` by inode."""

@@ -1,7 +1,8 @@
 """A scan worker process: ``python -m du_exporter.worker HUNGER_FD [PRIORITY]``.
 
 It reads tasks (a plan and a unit) as length-prefixed pickles on stdin
-and writes results the same way on stdout, one at a time, until stdin
+and writes the messages of each unit the same way on stdout (rows as
+they finish, then a final one), one unit at a time, until stdin
 closes.  It imports only the scanner, so it stays small.  Only the
 parent process, which started it with these pipes, ever talks to it.
 """
@@ -67,16 +68,25 @@ def main() -> None:
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     # One budget per process, kept across units while the rate stays.
     throttle = Throttle(0)
+
+    def send(message: object) -> None:
+        write_frame(stdout, pickle.dumps(message, pickle.HIGHEST_PROTOCOL))
+
     while (frame := read_frame(stdin)) is not None:
-        plan, unit = pickle.loads(frame)  # noqa: S301 - from our parent only
+        # A unit, the id of its first row, the row it hangs on.
+        plan, unit, base, parent = pickle.loads(frame)  # noqa: S301 - from our parent only
         if throttle.rate != plan.iops:
             throttle = Throttle(plan.iops)
         try:
-            result: object = scan_unit(plan, unit, hunger, throttle)
-        except Exception as e:  # noqa: BLE001 - reported to the parent, which fails the scan
-            result = _reason(e)
-        try:
-            write_frame(stdout, pickle.dumps(result, pickle.HIGHEST_PROTOCOL))
+            try:
+                result: object = scan_unit(
+                    plan, unit, base, parent, hunger, throttle, send
+                )
+            except BrokenPipeError:
+                raise
+            except Exception as e:  # noqa: BLE001 - reported to the parent, which fails the scan
+                result = _reason(e)
+            send(result)
         except BrokenPipeError:  # the parent is gone (killed): so are we
             # As the Python docs advise: no second error when exit flushes.
             os.dup2(os.open(os.devnull, os.O_WRONLY), stdout.fileno())

@@ -5,14 +5,15 @@ from __future__ import annotations
 import json
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
+from du_exporter.scan.model import Link
 from du_exporter.store.completion import from_sql
 
 
-@dataclass(frozen=True)
-class UnitRow:
-    """One walked unit as the writer stores it."""
+class UnitRow(NamedTuple):
+    """One row as the writer stores it: a :data:`~du_exporter.scan.model.Row`
+    with names (the scan sends plain tuples)."""
 
     id: int
     parent: int | None
@@ -27,8 +28,8 @@ class UnitRow:
     mtime: float
 
 
-#: (unit id, dev, ino, order key, disk, apparent, uid)
-LinkRow = tuple[int, int, int, bytes, int, int, int]
+#: (row id, dev, ino, order key, disk, apparent, uid)
+LinkRow = Link
 
 
 @dataclass(frozen=True)

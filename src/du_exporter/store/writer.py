@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from du_exporter.errors import MigrationError, StoreError
+from du_exporter.scan.model import Link, Row
 from du_exporter.store.completion import (
     owners_with_links,
     resolve_links,
@@ -24,7 +25,6 @@ from du_exporter.store.completion import (
     to_sql,
 )
 from du_exporter.store.db import connect, enable_wal
-from du_exporter.store.rows import LinkRow, UnitRow
 from du_exporter.store.schema import SCHEMA_VERSION, migrate, user_version
 
 
@@ -130,19 +130,19 @@ class Store:
             return int(cur.lastrowid or 0)
 
     def write_batch(
-        self, gen_id: int, units: Sequence[UnitRow], links: Sequence[LinkRow]
+        self, gen_id: int, units: Sequence[Row], links: Sequence[Link]
     ) -> None:
-        """Store one batch of units and links in one transaction."""
+        """Store one batch of rows and links in one transaction."""
         with self.atomic() as c:
             c.executemany(
                 "INSERT INTO units (gen, id, parent, depth, path, root, level,"
                 " own_disk, own_apparent, own_files, own_dirs, own_mtime)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (gen_id, u.id, u.parent, u.depth, u.path, u.root, u.level,
-                     to_sql(u.disk), to_sql(u.apparent), u.files, u.dirs,
-                     u.mtime)
-                    for u in units
+                    (gen_id, unit_id, parent, depth, path, root, level,
+                     to_sql(disk), to_sql(apparent), files, dirs, mtime)
+                    for (unit_id, parent, depth, path, root, level, disk,
+                         apparent, files, dirs, mtime) in units
                 ],
             )
             c.executemany(
