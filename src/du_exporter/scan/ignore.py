@@ -36,9 +36,12 @@ class Ignore:
             else:
                 parent, _, name = p.rpartition(b"/")
                 self.paths.setdefault(parent or b"/", set()).add(name)
+        self.any = bool(patterns)
 
     def for_dir(self, path: bytes) -> Callable[[bytes, bytes], bool] | None:
         """A test ``(entry path, name) -> skip?`` for entries of ``path``."""
+        if not self.any:
+            return None
         names = self.names | self.paths.get(path, set())
         slash = path if path.endswith(b"/") else path + b"/"
         globs = [rx for lit, rx in self.path_globs

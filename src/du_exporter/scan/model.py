@@ -7,7 +7,7 @@ but the standard library.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from du_exporter.paths import export_of
 
@@ -82,9 +82,11 @@ class Plan:
 
 
 
-@dataclass(frozen=True)
-class Unit:
-    """A directory to walk, with its own inode's numbers already known."""
+class Unit(NamedTuple):
+    """A directory to walk, with its own inode's numbers already known.
+
+    A named tuple: one is made per directory walked, in the hot loop.
+    """
 
     path: bytes
     #: Order key: the listing positions from the walked root, 4 bytes each.

@@ -209,6 +209,7 @@ class _Walker:
         self.fast = _fast_engine(plan.engine)
         #: Only with nested roots can a directory need a row unexported.
         self.nested = len(plan.exports) > 1
+        self.top, self.level = plan.exports[0]
 
     def run(self, unit: Unit, base: int, parent: int | None) -> UnitResult:
         res = UnitResult(path=unit.path)
@@ -475,8 +476,13 @@ class _Walker:
             uid=st.st_uid,
             depth=parent.depth + 1,
         )
-        export = plan.export_of(path)
-        if export is not None or (self.nested and plan.holds_root(path)):
+        if self.nested:
+            export = plan.export_of(path)
+            split = export is not None or plan.holds_root(path)
+        else:  # the walked root alone: its depth decides
+            export = (self.top, sub.depth) if sub.depth <= self.level else None
+            split = export is not None
+        if split:
             stack.append((sub, acc, True, export))
         else:
             acc.pending += 1
