@@ -344,6 +344,13 @@ class TestUnits:
             rows = scanner.scan(analyzed_path=str(root), dir_level=level)
             assert du(root, "-B1", f"--max-depth={level}") == sizes(rows, "disk")
 
+    def test_messages_cut_into_small_batches(self, scanner: Scanner, tmp_path):
+        """Messages of thousands of rows and links go to SQLite in
+        transactions of batch-size, some mixing rows and links."""
+        root = many_dirs(tmp_path / "t", 50)
+        rows = scanner.scan(analyzed_path=str(root), dir_level=2, batch_size=7)
+        assert du(root, "-B1", "--max-depth=2") == sizes(rows, "disk")
+
 
 def plan_for(root: Path, level: int, engine: str = "auto") -> tuple[Plan, Unit]:
     st = os.stat(root)

@@ -48,8 +48,7 @@ class _Totals:
 
 
 class _Batch:
-    """Buffer rows; write them once there are ``size`` per transaction
-    (or the message that brought them, if it was bigger)."""
+    """Buffer rows; write ``size`` of them per transaction."""
 
     def __init__(self, store: Store, gen_id: int, size: int) -> None:
         self.store, self.gen_id, self.size = store, gen_id, size
@@ -63,9 +62,16 @@ class _Batch:
             self.flush()
 
     def flush(self) -> None:
-        if self.units or self.links:
-            self.store.write_batch(self.gen_id, self.units, self.links)
-            self.units, self.links = [], []
+        """Write everything buffered, at most ``size`` rows at a time."""
+        units, links, size = self.units, self.links, self.size
+        self.units, self.links = [], []
+        n = len(units) + len(links)
+        for k in range(0, n, size):
+            self.store.write_batch(
+                self.gen_id,
+                units[k:k + size],
+                links[max(0, k - len(units)):max(0, k + size - len(units))],
+            )
 
 
 class ScanRunner:

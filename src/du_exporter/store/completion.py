@@ -86,12 +86,15 @@ def owners_with_links(
 
 
 def resolve_links(c: sqlite3.Connection, gen_id: int) -> None:
-    """Count each (dev, ino) once, in the unit where du meets it first."""
+    """Count each (dev, ino) once, in the row where du meets it first
+    (its own sums and its subtree's, which start out equal)."""
     dh, dl = sql_sum("disk")
     ah, al = sql_sum("apparent")
     c.execute(
         f"UPDATE units SET own_disk = {sql_add('own_disk', 'l.dh', 'l.dl')},"  # noqa: S608 - constant SQL
-        f" own_apparent = {sql_add('own_apparent', 'l.ah', 'l.al')}"
+        f" own_apparent = {sql_add('own_apparent', 'l.ah', 'l.al')},"
+        f" disk = {sql_add('disk', 'l.dh', 'l.dl')},"
+        f" apparent = {sql_add('apparent', 'l.ah', 'l.al')}"
         f" FROM (SELECT unit, {dh} AS dh, {dl} AS dl, {ah} AS ah, {al} AS al"
         "   FROM (SELECT unit, disk, apparent, row_number() OVER"
         "     (PARTITION BY dev, ino ORDER BY key) AS rn"
@@ -102,13 +105,8 @@ def resolve_links(c: sqlite3.Connection, gen_id: int) -> None:
 
 
 def sum_subtrees(c: sqlite3.Connection, gen_id: int) -> None:
-    """Fold every unit into its parent, deepest first."""
-    c.execute(
-        "UPDATE units SET disk = own_disk, apparent = own_apparent,"
-        " files = own_files, dirs = own_dirs, mtime = own_mtime"
-        " WHERE gen = ?",
-        (gen_id,),
-    )
+    """Fold every row into its parent, deepest first (the subtree columns
+    were stored equal to the row's own, links included)."""
     depths = [r[0] for r in c.execute(
         "SELECT DISTINCT depth FROM units WHERE gen = ? AND depth > 0"
         " ORDER BY depth DESC",

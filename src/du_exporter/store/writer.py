@@ -134,10 +134,14 @@ class Store:
     ) -> None:
         """Store one batch of rows and links in one transaction."""
         with self.atomic() as c:
+            # The subtree columns start as the row's own sums (most rows
+            # have no row below them): completion then only adds.
             c.executemany(
                 "INSERT INTO units (gen, id, parent, depth, path, root, level,"
-                " own_disk, own_apparent, own_files, own_dirs, own_mtime)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " own_disk, own_apparent, own_files, own_dirs, own_mtime,"
+                " disk, apparent, files, dirs, mtime)"
+                " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12,"
+                " ?8, ?9, ?10, ?11, ?12)",
                 [
                     (gen_id, unit_id, parent, depth, path, root, level,
                      to_sql(disk), to_sql(apparent), files, dirs, mtime)
