@@ -24,6 +24,7 @@ from prometheus_client.openmetrics.parser import (
 )
 
 from du_exporter.paths import label_path
+from du_exporter.scan.model import MAX_ERRORS
 from exporter import Exporter, Samples, parse, sizes, value
 from helpers import clean_env, du, du_labels, run, write
 
@@ -68,6 +69,25 @@ def promtool(text: bytes) -> None:
     assert 0 == check.returncode, check.stdout + check.stderr
 
 
+#: One unit over ``argv[1]`` at dir-level 2, in messages: prints the
+#: number of messages, unreadable paths counted and named.
+_STREAMED_UNIT = """
+import json, os, sys
+from du_exporter.scan.model import Plan, Unit
+from du_exporter.scan.walker import scan_unit
+root = os.fsencode(sys.argv[1])
+st = os.stat(root)
+plan = Plan(exports=((root, 2),), ignore=(), one_file_system=False,
+            follow_symlinks=False, root_dev=st.st_dev)
+top = Unit(root, b"", st.st_blocks * 512, st.st_size, st.st_mtime,
+           dev=st.st_dev, ino=st.st_ino)
+sent = []
+sent.append(scan_unit(plan, top, emit=sent.append))
+print(json.dumps([len(sent), sum(m.unreadable for m in sent),
+                  sum(len(m.errors) for m in sent)]))
+"""
+
+
 @pytest.fixture(name="no_dac")
 def _no_dac(tmp_path: Path) -> tuple[str, ...]:
     """A prefix that runs commands unable to read a mode-000 directory."""
@@ -92,6 +112,33 @@ def _no_dac(tmp_path: Path) -> tuple[str, ...]:
 
 class TestUnreadable:
     """Permission denied: the scan completes, counts it, reports like du."""
+
+    def test_named_at_most_max_errors_per_unit(
+        self, tmp_path: Path, no_dac: tuple[str, ...]
+    ) -> None:
+        """A unit streamed in several messages names at most MAX_ERRORS
+        unreadable paths in all (the rest are counted), not per message."""
+        root = tmp_path / "t"
+        locked = []
+        for i in range(50):
+            for j in range(50):
+                write(root / f"a{i:02d}" / f"b{j:02d}" / "f", 10)
+            locked.append(root / f"a{i:02d}" / "b00")
+        for d in locked:
+            d.chmod(0)
+        try:
+            done = subprocess.run(
+                [*no_dac, sys.executable, "-c", _STREAMED_UNIT, str(root)],
+                capture_output=True, check=False, env=clean_env(tmp_path),
+            )
+        finally:
+            for d in locked:
+                d.chmod(stat.S_IRWXU)
+        assert 0 == done.returncode, done.stderr
+        messages, unreadable, named = json.loads(done.stdout)
+        assert messages > 1
+        assert 50 == unreadable
+        assert MAX_ERRORS == named
 
     def test_unreadable_directories(self, tmp_path: Path, no_dac: tuple[str, ...]) -> None:
         root = tmp_path / "t"

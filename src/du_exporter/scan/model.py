@@ -147,6 +147,9 @@ class UnitResult:
     #: links are counted once, later, by the parent).
     owners: dict[int, list[int]] = field(default_factory=dict)
     errors: list[tuple[bytes, str]] = field(default_factory=list)
+    #: How many more unreadable paths this unit may still name (its
+    #: earlier messages named the others).
+    error_room: int = MAX_ERRORS
     histogram: list[int] = field(
         default_factory=lambda: [0] * (len(SIZE_BUCKETS) + 1)
     )
@@ -159,6 +162,6 @@ class UnitResult:
 
     def error(self, path: bytes, err: OSError) -> None:
         self.unreadable += 1
-        if len(self.errors) < MAX_ERRORS:
+        if len(self.errors) < self.error_room:
             self.errors.append((path, err.strerror or type(err).__name__))
 

@@ -236,7 +236,8 @@ class _Walker:
                 len(res.rows) >= ROWS_PER_MESSAGE or len(res.links) >= MAX_LINKS
             ):
                 self.emit(res)
-                res = UnitResult(path=unit.path)
+                room = res.error_room - len(res.errors)
+                res = UnitResult(path=unit.path, error_room=room)
         res.final = True
         return res
 
