@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import threading
+import time
 
 from collections.abc import Mapping
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 
 from du_exporter.scan import engine_scandir
 from du_exporter.scan.model import ROWS_PER_MESSAGE, Plan, Unit, UnitResult
-from du_exporter.scan.pool import ScanPool
+from du_exporter.scan.pool import READ_AHEAD, ScanPool
 from du_exporter.scan.walker import engine_available, engine_name, scan_unit
 from du_exporter.store.rows import UnitRow
 from helpers import Scanner, du, write
@@ -317,6 +318,22 @@ class TestUnits:
         assert len(ids) == len(rows) == 1 + 50 + 50 * 50
         assert all(row.parent in ids for row in rows if row.parent is not None)
         assert {row.path for row in rows} == set(du(root, "--max-depth=2"))
+
+    def test_parent_memory_bounded_by_read_ahead(self, tmp_path):
+        """A parent slower than its worker holds at most READ_AHEAD of its
+        messages; the rest of the rows wait in the worker."""
+        root = many_dirs(tmp_path / "t", 100)  # 10,101 rows: 6 messages
+        plan, top = plan_for(root, level=2)
+        queued: list[int] = []
+        with ScanPool(1) as one:
+
+            def slow(_res: UnitResult) -> None:
+                time.sleep(0.3)  # the worker could send everything meanwhile
+                queued.append(one._done.qsize())  # what the parent holds
+
+            one.walk(plan, top, slow, threading.Event())
+        assert len(queued) > READ_AHEAD + 1
+        assert max(queued) <= READ_AHEAD
 
     @pytest.mark.parametrize("engine", ["c", "scandir-rs", "python"])
     def test_streamed_in_process(self, tmp_path, engine):

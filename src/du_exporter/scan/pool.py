@@ -36,6 +36,9 @@ from du_exporter.scan.worker import read_frame, write_frame
 
 #: Called with each message of a worker.
 OnResult = Callable[[UnitResult], None]
+#: Messages of one worker read ahead of the parent: beyond them the rows
+#: wait in the worker (blocked on its pipe), not in the parent's memory.
+READ_AHEAD = 2
 
 
 @dataclass
@@ -66,12 +69,24 @@ class _Worker:
         )
         self.task: _Task | None = None
         self.done = done
+        #: Released by the parent for each message it takes.
+        self.room = threading.Semaphore(READ_AHEAD)
+        self.stopped = False
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
 
     def _read(self) -> None:
         assert self.proc.stdout is not None  # noqa: S101 - a pipe
-        while (frame := read_frame(self.proc.stdout)) is not None:
+        while True:
+            self.room.acquire()
+            if self.stopped:
+                break
+            try:
+                frame = read_frame(self.proc.stdout)
+            except (OSError, ValueError):  # closed by kill()
+                break
+            if frame is None:
+                break
             self.done.put(_Done(self, pickle.loads(frame)))  # noqa: S301 - our own worker
         self.done.put(_Done(self, None))
 
@@ -93,6 +108,8 @@ class _Worker:
         if self.alive():
             self.proc.kill()
         self.proc.wait()
+        self.stopped = True
+        self.room.release()  # a reader waiting for room: let it end
         for pipe in (self.proc.stdin, self.proc.stdout):
             if pipe is not None:
                 pipe.close()
@@ -202,6 +219,7 @@ class _Walk:
                 done = self.pool._done.get(timeout=0.2)  # noqa: SLF001
             except queue.Empty:
                 continue
+            done.worker.room.release()
             task = done.worker.task
             if task is None:
                 continue  # the end of a worker killed between walks
