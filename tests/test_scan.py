@@ -322,7 +322,7 @@ class TestUnits:
     def test_parent_memory_bounded_by_read_ahead(self, tmp_path):
         """A parent slower than its worker holds at most READ_AHEAD of its
         messages; the rest of the rows wait in the worker."""
-        root = many_dirs(tmp_path / "t", 100)  # 10,101 rows: 6 messages
+        root = many_dirs(tmp_path / "t", 100)  # 10,101 rows: 11 messages
         plan, top = plan_for(root, level=2)
         queued: list[int] = []
         with ScanPool(1) as one:

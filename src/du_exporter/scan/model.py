@@ -16,11 +16,10 @@ from du_exporter.paths import export_of
 SIZE_BUCKETS: tuple[int, ...] = tuple(4**k * 1024 for k in range(13))
 #: How many unreadable paths one unit reports by name (the rest counted).
 MAX_ERRORS = 20
-#: A worker sends a message once it holds this many finished rows...
-ROWS_PER_MESSAGE = 2_000
-#: ... or this many possible duplicates, so that its memory stays bounded
-#: however many exported directories or hard links one unit holds.
-MAX_LINKS = 50_000
+#: A worker sends a message once it holds this many finished rows and
+#: possible duplicates (links), so that its memory and the parent's stay
+#: bounded however many exported directories or hard links a unit holds.
+ROWS_PER_MESSAGE = 1_000
 #: The rows of the unit with task number t get ids ``t << ROW_ID_BITS``,
 #: ``+ 1``, ...: unique over the walk without asking the parent.
 ROW_ID_BITS = 32
@@ -129,8 +128,8 @@ class UnitResult:
     """One message of a worker about its unit.
 
     A unit walks a whole subtree; every ``ROWS_PER_MESSAGE`` finished rows
-    (or ``MAX_LINKS`` links) it sends them with ``final`` false, then one
-    last message with the rest and the directories it handed back.  The
+    and links it sends them with ``final`` false, then one last message
+    with the rest and the directories it handed back.  The
     counters cover what was walked since the previous message.
     """
 

@@ -41,7 +41,6 @@ from du_exporter.scan.fs import (
 from du_exporter.scan.ignore import Ignore
 from du_exporter.scan.model import (
     DU_BLOCKS_WRAP,
-    MAX_LINKS,
     ROWS_PER_MESSAGE,
     SIZE_BUCKETS,
     Hunger,
@@ -232,9 +231,8 @@ class _Walker:
                 next_id += 1
             self._read_dir(d, acc, res, stack)
             self._pend_done(acc, res)
-            if self.emit is not None and (
-                len(res.rows) >= ROWS_PER_MESSAGE or len(res.links) >= MAX_LINKS
-            ):
+            if (self.emit is not None
+                    and len(res.rows) + len(res.links) >= ROWS_PER_MESSAGE):
                 self.emit(res)
                 room = res.error_room - len(res.errors)
                 res = UnitResult(path=unit.path, error_room=room)
