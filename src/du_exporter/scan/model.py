@@ -124,6 +124,33 @@ Link = tuple[int, int, int, bytes, int, int, int]
 
 
 @dataclass
+class DirRead:
+    """One directory read alone (watch mode's re-reads): its own sums,
+    links excluded, and its subdirectories, none of them walked."""
+
+    path: bytes
+    disk: int = 0
+    apparent: int = 0
+    files: int = 0
+    dirs: int = 0
+    mtime: float = 0.0
+    entries: int = 0
+    unreadable: int = 0
+    children: list[Unit] = field(default_factory=list)
+    #: (dev, ino, key, disk, apparent, uid) of inodes that may be seen
+    #: twice.
+    links: list[tuple[int, int, bytes, int, int, int]] = field(
+        default_factory=list
+    )
+    owners: dict[int, list[int]] = field(default_factory=dict)
+    errors: list[tuple[bytes, str]] = field(default_factory=list)
+    histogram: list[int] = field(
+        default_factory=lambda: [0] * (len(SIZE_BUCKETS) + 1)
+    )
+    histogram_sum: int = 0
+
+
+@dataclass
 class UnitResult:
     """One message of a worker about its unit.
 

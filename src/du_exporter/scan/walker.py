@@ -43,6 +43,7 @@ from du_exporter.scan.model import (
     DU_BLOCKS_WRAP,
     ROWS_PER_MESSAGE,
     SIZE_BUCKETS,
+    DirRead,
     Hunger,
     Plan,
     Row,
@@ -122,10 +123,10 @@ _Pending = tuple[Unit, _Row, bool, "tuple[bytes, int] | None"]
 
 def unit_reader(
     plan: Plan, throttle: Throttle | None = None
-) -> Callable[[Unit], UnitResult]:
-    """Walk many units, one after the other, with one walker (what it
-    learns about filesystems is kept across them)."""
-    return _Walker(plan, None, throttle or Throttle(plan.iops)).run
+) -> Callable[[Unit], DirRead]:
+    """Read many directories alone, one after the other, with one walker
+    (what it learns about filesystems is kept across them)."""
+    return _Walker(plan, None, throttle or Throttle(plan.iops), None).read_one
 
 
 class _DirStat(NamedTuple):
@@ -238,6 +239,22 @@ class _Walker:
                 res = UnitResult(path=unit.path, error_room=room)
         res.final = True
         return res
+
+    def read_one(self, d: Unit) -> DirRead:
+        """Read directory ``d`` alone: its sums and its subdirectories."""
+        res = UnitResult(path=d.path)
+        acc = _Row(0, None, d, None)
+        stack: list[_Pending] = []
+        self._read_dir(d, acc, res, stack)
+        return DirRead(
+            path=d.path, disk=acc.disk, apparent=acc.apparent,
+            files=acc.files, dirs=acc.dirs, mtime=acc.mtime,
+            entries=res.entries, unreadable=res.unreadable,
+            children=[sub for sub, _acc, _split, _export in stack],
+            links=[link[1:] for link in res.links], owners=res.owners,
+            errors=res.errors, histogram=res.histogram,
+            histogram_sum=res.histogram_sum,
+        )
 
     @staticmethod
     def _pend_done(acc: _Row, res: UnitResult) -> None:

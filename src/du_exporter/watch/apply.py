@@ -21,17 +21,14 @@ from dataclasses import dataclass, field
 
 from du_exporter.paths import Walk, depth_under
 from du_exporter.scan.budget import Throttle
-from du_exporter.scan.model import Plan, Unit, UnitResult
+from du_exporter.scan.model import DirRead, Plan, Unit
 from du_exporter.scan.walker import unit_reader
 from du_exporter.watch.state import Dir, Own, Tree
 
 
 class OneDir(Plan):
-    """A plan under which every subdirectory is a unit of its own, so a
-    unit is exactly one directory."""
-
-    def must_split(self, path: bytes) -> bool:  # noqa: ARG002 - same signature
-        return True
+    """The plan of a watched walk: the scan's rules, read one directory
+    at a time (``unit_reader``)."""
 
 
 class NeedsRescan(Exception):  # noqa: N818 - a control-flow signal, not an error
@@ -82,10 +79,10 @@ class Reader:
             mtime=st.st_mtime, dev=st.st_dev, ino=st.st_ino, uid=st.st_uid,
         )
 
-    def own(self, res: UnitResult) -> Own:
+    def own(self, res: DirRead) -> Own:
         return Own.of(res, owners=self.plan.owner_usage)
 
-    def read(self, unit: Unit) -> UnitResult:
+    def read(self, unit: Unit) -> DirRead:
         return self._read(unit)
 
     def walk_subtree(

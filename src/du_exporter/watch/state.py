@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from du_exporter.scan.model import SIZE_BUCKETS, UnitResult
+from du_exporter.scan.model import SIZE_BUCKETS, DirRead
 
 
 def _zeros() -> list[int]:
@@ -33,7 +33,7 @@ class Own:
     links: bool = False
 
     @classmethod
-    def of(cls, res: UnitResult, *, owners: bool) -> Own:
+    def of(cls, res: DirRead, *, owners: bool) -> Own:
         """The sums of ``res``; per owner only if ``owners`` (memory)."""
         return cls(
             disk=res.disk,
