@@ -62,6 +62,9 @@ class Plan:
     engine: str = "auto"
     #: Sum usage per owner (uid) too.
     owner_usage: bool = False
+    #: Threads per worker reading directories and stat'ing entries (the C
+    #: reader; ``scan-threads``).
+    threads: int = 1
 
     def exported(self, path: bytes) -> bool:
         return any(

@@ -91,6 +91,20 @@ ScanDir = Callable[
     [bytes, bool, bool, int, int, bool, bool, int], tuple[Any, ...] | None
 ]
 
+#: (dirs, owners, one_fs, root_dev, threads), dirs as (path, sort_big,
+#: dev, ino, nofollow): ``_fastscan.scan_dirs``, ScanDir's result for each.
+ScanDirs = Callable[
+    [list[tuple[bytes, bool, int, int, bool]], bool, bool, int, int],
+    list[tuple[Any, ...]],
+]
+
+#: Directories handed to the C reader per call, per thread: enough to
+#: keep every thread busy while the slowest directory of the batch is read.
+BATCH_PER_THREAD = 4
+#: With ``max-iops``, a batch holds at most this many seconds of the
+#: budget at one operation per directory (the tokens are paid after it).
+BATCH_BUDGET_SECONDS = 0.05
+
 #: The values of ``scan-engine``.
 ENGINES = ("auto", "c", "scandir-rs", "python")
 
@@ -120,6 +134,16 @@ def _fast_engine(engine: str) -> ScanDir | None:
     return engine_scandir.scan_dir
 
 
+def _batch_reader(engine: str) -> ScanDirs | None:
+    """The C reader's many-directory call, when ``engine`` runs it."""
+    if engine_name(engine) != "c":
+        return None
+    from du_exporter.scan import _fastscan  # noqa: PLC0415 - optional module
+
+    scan_dirs: ScanDirs = _fastscan.scan_dirs
+    return scan_dirs
+
+
 def engine_available(engine: str) -> bool:
     """Whether ``engine`` (a value of ``scan-engine``) can run here."""
     try:
@@ -147,6 +171,12 @@ class _Walker:
         self.ignore = Ignore(plan.ignore)
         self.sortable: dict[int, bool] = {}
         self.fast = _fast_engine(plan.engine)
+        self.batch = _batch_reader(plan.engine)
+        threads = max(1, plan.threads)
+        self.batch_size = threads * BATCH_PER_THREAD
+        if plan.iops > 0:
+            self.batch_size = max(1, min(
+                self.batch_size, int(plan.iops * BATCH_BUDGET_SECONDS)))
 
     def run(self, unit: Unit) -> UnitResult:
         res = UnitResult(path=unit.path)
@@ -160,8 +190,37 @@ class _Walker:
                 # Keep the worker's memory bounded on hard-link farms.
                 res.children.extend(stack)
                 break
-            self._read_dir(stack.pop(), res, stack)
+            if self.batch is not None:
+                self._read_batch(res, stack)
+            else:
+                self._read_dir(stack.pop(), res, stack)
         return res
+
+    def _read_batch(self, res: UnitResult, stack: list[Unit]) -> None:
+        """``_read_dir`` for up to ``batch_size`` pending directories at
+        once: one C call reads them with ``plan.threads`` threads.
+
+        The sums are the same as one at a time: they do not depend on the
+        order, and the order keys come from listing positions.
+        """
+        assert self.batch is not None  # noqa: S101 - checked by the caller
+        plan = self.plan
+        batch: list[Unit] = []
+        while stack and len(batch) < self.batch_size:
+            d = stack.pop()
+            if self._fast_ok(d, self.ignore.for_dir(d.path)):
+                self._count_own(d, res)
+                batch.append(d)
+            else:
+                self._read_dir(d, res, stack)
+        if not batch:
+            return
+        got = self.batch(
+            [(d.path, self._sorts(d.dev), d.dev, d.ino, self._nofollow(d))
+             for d in batch],
+            plan.owner_usage, plan.one_file_system, plan.root_dev, plan.threads)
+        for d, one in zip(batch, got, strict=True):
+            self._fold_fast(d, one, res, stack)
 
     def _list(
         self, d: Unit, res: UnitResult, fd: int
@@ -188,12 +247,20 @@ class _Walker:
                         plan.root_dev)
         if got is None:
             return False
+        self._fold_fast(d, got, res, stack)
+        return True
+
+    def _fold_fast(
+        self, d: Unit, got: tuple[Any, ...], res: UnitResult, stack: list[Unit]
+    ) -> None:
+        """Add one directory read by a fast engine (its sums, errors,
+        links and subdirectories) to ``res``."""
         (count, files, blocks, apparent, mtime, hsum, hist, subdirs, links,
          errors, err, owners) = got
         self.throttle.tick(count + 1)
         if err:
             res.error(d.path, OSError(err, os.strerror(err)))
-            return True
+            return
         prefix = d.path if d.path.endswith(b"/") else d.path + b"/"
         for name, code in errors:
             res.error(prefix + name, OSError(code, os.strerror(code)))
@@ -214,7 +281,6 @@ class _Walker:
             key = d.key + index.to_bytes(_KEY_WIDTH, "big")
             stat = _DirStat(dev, ino, nblocks, size, dmtime, uid)
             self._dir(prefix + name, key, stat, d, d.via_symlink, res, stack)
-        return True
 
     def _read_dir(self, d: Unit, res: UnitResult, stack: list[Unit]) -> None:
         """Sum one directory's entries into ``res``; queue its subdirectories.
@@ -222,21 +288,9 @@ class _Walker:
         The hot loop: keep it to one ``lstat`` and a few local operations
         per entry.
         """
-        plan = self.plan
-        follow = plan.follow_symlinks
-        res.mtime = max(res.mtime, d.mtime)
-        if d.linked:
-            key = self._key(d.key, d.via_symlink)
-            res.links.append((d.dev, d.ino, key, d.disk, d.apparent, d.uid))
-        else:
-            res.disk += d.disk
-            res.apparent += d.apparent
-            if plan.owner_usage:
-                res.own(d.uid, d.disk, d.apparent)
+        self._count_own(d, res)
         skip = self.ignore.for_dir(d.path)
-        short = len(d.path) < LONG_PATH
-        if (self.fast is not None and skip is None and not follow and short
-                and self._read_fast(d, res, stack)):
+        if self._fast_ok(d, skip) and self._read_fast(d, res, stack):
             return
         try:
             fd = open_listed(d.path, d.dev, d.ino, nofollow=self._nofollow(d))
@@ -248,6 +302,27 @@ class _Walker:
             self._read_entries(d, fd, skip, res, stack)
         finally:
             os.close(fd)
+
+    def _count_own(self, d: Unit, res: UnitResult) -> None:
+        """Count the directory's own inode (known since it was listed)."""
+        res.mtime = max(res.mtime, d.mtime)
+        if d.linked:
+            key = self._key(d.key, d.via_symlink)
+            res.links.append((d.dev, d.ino, key, d.disk, d.apparent, d.uid))
+        else:
+            res.disk += d.disk
+            res.apparent += d.apparent
+            if self.plan.owner_usage:
+                res.own(d.uid, d.disk, d.apparent)
+
+    def _fast_ok(
+        self, d: Unit, skip: Callable[[bytes, bytes], bool] | None
+    ) -> bool:
+        """Whether a fast engine may read ``d``: nothing ignored in it
+        (``skip``), no symlinks followed, a path short enough to open in
+        one call."""
+        return (self.fast is not None and skip is None
+                and not self.plan.follow_symlinks and len(d.path) < LONG_PATH)
 
     def _nofollow(self, d: Unit) -> bool:
         """Whether ``d``'s last component must not be a symlink: always
