@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+import fusefs
+
 from du_exporter.scan.walker import engine_available
 from helpers import Scanner, du, write
 from test_hostile import NO_DAC
@@ -64,6 +66,19 @@ class TestThreadsEqualDu:
         assert du(root, "-B1", "--max-depth=0") == sizes(rows, "disk")
 
 
+@pytest.mark.skipif(fusefs.unavailable() is not None,
+                    reason=f"no FUSE: {fusefs.unavailable()}")
+@pytest.mark.parametrize("level", [0, 2])
+def test_latency_bound_storage(scanner: Scanner, tmp_path: Path, level: int) -> None:
+    """On slow storage (FUSE, 0.2 ms per call) the batches start all their
+    threads; still du's numbers, du run on the same mount."""
+    src = linked_farm(tmp_path / "src")
+    with fusefs.mounted(src, tmp_path / "mnt", delay_ms=0.2) as mnt:
+        rows = scanner.scan(analyzed_path=str(mnt), dir_level=level, scan_threads=16)
+        expected = du(mnt, "-B1", f"--max-depth={level}")
+    assert expected == sizes(rows, "disk")
+
+
 # Runs without CAP_DAC_* (root reads mode-000 directories otherwise): each
 # directory alone by scan_dir, then all of them in one scan_dirs call.
 _COMPARE = """
@@ -71,7 +86,7 @@ import json, sys
 from du_exporter.scan import _fastscan
 dirs = [(p.encode(), False, dev, ino, True) for p, dev, ino in json.loads(sys.argv[1])]
 alone = [_fastscan.scan_dir(p, s, True, dev, ino, n, False, 0) for p, s, dev, ino, n in dirs]
-batches = {t: _fastscan.scan_dirs(dirs, True, False, 0, t) for t in (1, 2, 8)}
+batches = {t: _fastscan.scan_dirs(dirs, True, False, 0, t, 0) for t in (1, 2, 8)}
 def plain(r):
     return json.loads(json.dumps(r, default=lambda b: b.decode()))
 print(json.dumps({"alone": plain(alone), "batches": {t: plain(b) for t, b in batches.items()}}))

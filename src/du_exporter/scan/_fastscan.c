@@ -36,13 +36,17 @@
  * than 10,000, done here when sort_big is true).
  *
  * scan_dirs(dirs: list[(path, sort_big, dev, ino, nofollow)], owners: bool,
- *           one_fs: bool, root_dev: int, threads: int) -> list[tuple]:
+ *           one_fs: bool, root_dev: int, threads: int, slow_ns: int)
+ *           -> list[tuple]:
  *   scan_dir's tuple for each directory, in the order given, read by up to
  *   `threads` threads (the caller's included) with the GIL released for
  *   the whole batch: idle threads take the next directory, or help stat
  *   the entries of a big one (windows of WINDOW names, claimed CHUNK at a
  *   time).  Every directory is still summed by one thread in listing
- *   order, so each tuple is the one scan_dir returns.
+ *   order, so each tuple is the one scan_dir returns.  The caller's
+ *   thread starts alone; the others start once the batch has taken more
+ *   than 1 ms and more than slow_ns per directory read or lstat (at once
+ *   when slow_ns is 0).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -55,6 +59,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define N_BUCKETS 13          /* 1 KiB * 4**k, k = 0..12 */
@@ -66,6 +71,10 @@
 #define CHUNK 16
 #define SHARE_MIN 64
 #define THREAD_STACK (256 * 1024)
+/* Helper threads start only once the batch proves slow: after SLOW_AFTER
+   ns, at more than slow_ns (an argument) per directory read or lstat, so
+   a CPU-bound walk pays for no threads it cannot use. */
+#define SLOW_AFTER 1000000LL
 
 /* One batch of names read (GNU fts reads and sorts 100,000 at a time). */
 typedef struct {
@@ -263,6 +272,7 @@ typedef struct win {
     size_t next;              /* next name to claim (atomic) */
     int refs;                 /* helpers inside (under the pool lock) */
     struct win *prev, *after; /* the pool's list of open windows */
+    struct pool *pool;
 } win_t;
 
 typedef struct {
@@ -273,7 +283,7 @@ typedef struct {
     int err;
 } dir_t;
 
-typedef struct {
+typedef struct pool {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     dir_t *dirs;
@@ -282,17 +292,49 @@ typedef struct {
     int threads, spawned;
     pthread_t *tids;
     pthread_attr_t attr;
+    long long started;        /* ns, CLOCK_MONOTONIC */
+    long long ops;            /* directory reads and lstats done (atomic) */
+    long long slow_ns;        /* per operation, beyond which it is slow */
+    int slow;                 /* helpers wanted (under the lock) */
 } pool_t;
+
+static long long now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
+}
 
 static void *pool_work(void *arg);
 
-/* One more helper thread if the pool may have one (under the lock). */
+/* Every helper thread the pool may have, once it proved slow (under the
+   lock). */
 static void pool_spawn(pool_t *p) {
     if (p->spawned + 1 >= p->threads) return;
-    if (pthread_create(&p->tids[p->spawned], &p->attr, pool_work, p) == 0)
+    if (!p->slow) {
+        long long took = now_ns() - p->started;
+        long long ops = __atomic_load_n(&p->ops, __ATOMIC_RELAXED);
+        if (p->slow_ns > 0 && (took < SLOW_AFTER || took < ops * p->slow_ns))
+            return;
+        p->slow = 1;
+    }
+    while (p->spawned + 1 < p->threads) {
+        if (pthread_create(&p->tids[p->spawned], &p->attr, pool_work, p)) {
+            p->threads = p->spawned + 1;  /* no more: go on with fewer */
+            return;
+        }
         p->spawned++;
-    else
-        p->threads = p->spawned + 1;  /* no more: go on with fewer */
+    }
+}
+
+/* Count n operations done; now and then, see whether helpers are due. */
+static void pool_tick(pool_t *p, long long n) {
+    if (!p) return;
+    long long ops = __atomic_add_fetch(&p->ops, n, __ATOMIC_RELAXED);
+    if (n == 1 && (ops & 15)) return;  /* check at every 16th lstat */
+    if (__atomic_load_n(&p->slow, __ATOMIC_RELAXED)) return;
+    pthread_mutex_lock(&p->mu);
+    pool_spawn(p);
+    pthread_mutex_unlock(&p->mu);
 }
 
 /* lstat the window's names, CHUNK at a time, until none is left. */
@@ -301,9 +343,11 @@ static void win_stat(win_t *w) {
         size_t lo = __atomic_fetch_add(&w->next, CHUNK, __ATOMIC_RELAXED);
         if (lo >= w->n) return;
         size_t hi = lo + CHUNK < w->n ? lo + CHUNK : w->n;
-        for (size_t i = lo; i < hi; i++)
+        for (size_t i = lo; i < hi; i++) {
             w->errs[i] = fstatat(w->dfd, w->names + w->items[i].name,
                                  &w->sts[i], AT_SYMLINK_NOFOLLOW) ? errno : 0;
+            pool_tick(w->pool, 1);
+        }
     }
 }
 
@@ -345,7 +389,7 @@ static int fold_batch(scan_t *sc, int dfd, batch_t *b, int sort_big,
         for (; b->len - i >= SHARE_MIN; ) {
             size_t n = b->len - i < WINDOW ? b->len - i : WINDOW;
             win_t w = {dfd, b->names, b->items + i, sts, errs, n, 0, 0,
-                       NULL, NULL};
+                       NULL, NULL, p};
             win_share(p, &w);
             for (size_t j = 0; j < n; j++, i++)
                 if (fold_stat(sc, b->names + b->items[i].name, (*index)++,
@@ -358,8 +402,10 @@ static int fold_batch(scan_t *sc, int dfd, batch_t *b, int sort_big,
         free(sts);
         free(errs);
     }
-    for (; i < b->len; i++)
+    for (; i < b->len; i++) {
         if (fold(sc, dfd, b->names + b->items[i].name, (*index)++) < 0) return -1;
+        pool_tick(p, 1);
+    }
     b->len = 0;
     b->names_len = 0;
     return 0;
@@ -378,6 +424,7 @@ static int read_dir(const char *path, int sort_big, u64 dev, u64 ino,
         close(fd);  /* replaced since it was listed: vanished */
         return ENOENT;
     }
+    pool_tick(p, 2);  /* the open and its fstat */
     DIR *dir = fdopendir(fd);
     if (!dir) {
         int e = errno;
@@ -538,9 +585,10 @@ static PyObject *scan_dirs(PyObject *self, PyObject *args) {
     PyObject *list, *result = NULL, *keep = NULL;
     int by_owner, one_fs, threads;
     unsigned long long root_dev;
+    long long slow_ns;
     (void)self;
-    if (!PyArg_ParseTuple(args, "O!ppKi", &PyList_Type, &list, &by_owner,
-                          &one_fs, &root_dev, &threads))
+    if (!PyArg_ParseTuple(args, "O!ppKiL", &PyList_Type, &list, &by_owner,
+                          &one_fs, &root_dev, &threads, &slow_ns))
         return NULL;
     /* The list may change while the GIL is released: keep its items. */
     keep = PySequence_Tuple(list);
@@ -572,6 +620,8 @@ static PyObject *scan_dirs(PyObject *self, PyObject *args) {
     pthread_cond_init(&p.cv, NULL);
     pthread_attr_init(&p.attr);
     pthread_attr_setstacksize(&p.attr, THREAD_STACK);
+    p.started = now_ns();
+    p.slow_ns = slow_ns;
     Py_BEGIN_ALLOW_THREADS
     pool_work(&p);
     for (int t = 0; t < p.spawned; t++) pthread_join(p.tids[t], NULL);
@@ -617,7 +667,8 @@ static PyMethodDef methods[] = {
      "sums, subdirs, links and errors of one "
      "directory (see the module source)."},
     {"scan_dirs", scan_dirs, METH_VARARGS,
-     "scan_dirs(dirs, owners, one_fs, root_dev, threads) -> scan_dir's result "
+     "scan_dirs(dirs, owners, one_fs, root_dev, threads, slow_ns) -> "
+     "scan_dir's result "
      "for each (path, sort_big, dev, ino, nofollow) in dirs, read by up to "
      "threads threads (see the module source)."},
     {NULL, NULL, 0, NULL},

@@ -29,6 +29,7 @@ def scan_dirs(
     one_fs: bool,
     root_dev: int,
     threads: int,
+    slow_ns: int,
     /,
 ) -> list[
     tuple[

@@ -91,16 +91,21 @@ ScanDir = Callable[
     [bytes, bool, bool, int, int, bool, bool, int], tuple[Any, ...] | None
 ]
 
-#: (dirs, owners, one_fs, root_dev, threads), dirs as (path, sort_big,
-#: dev, ino, nofollow): ``_fastscan.scan_dirs``, ScanDir's result for each.
+#: (dirs, owners, one_fs, root_dev, threads, slow_ns), dirs as (path,
+#: sort_big, dev, ino, nofollow): ``_fastscan.scan_dirs``, ScanDir's
+#: result for each.
 ScanDirs = Callable[
-    [list[tuple[bytes, bool, int, int, bool]], bool, bool, int, int],
+    [list[tuple[bytes, bool, int, int, bool]], bool, bool, int, int, int],
     list[tuple[Any, ...]],
 ]
 
 #: Directories handed to the C reader per call, per thread: enough to
 #: keep every thread busy while the slowest directory of the batch is read.
 BATCH_PER_THREAD = 4
+#: A batch starts its other threads once it has taken more than this per
+#: directory read or lstat (ns): a warm cache does one in 1-3 us, a disk,
+#: a network filesystem or FUSE in 0.1-10 ms; a CPU-bound walk starts none.
+SLOW_NS_PER_OP = 20_000
 #: With ``max-iops``, a batch holds at most this many seconds of the
 #: budget at one operation per directory (the tokens are paid after it).
 BATCH_BUDGET_SECONDS = 0.05
@@ -218,7 +223,8 @@ class _Walker:
         got = self.batch(
             [(d.path, self._sorts(d.dev), d.dev, d.ino, self._nofollow(d))
              for d in batch],
-            plan.owner_usage, plan.one_file_system, plan.root_dev, plan.threads)
+            plan.owner_usage, plan.one_file_system, plan.root_dev, plan.threads,
+            SLOW_NS_PER_OP)
         for d, one in zip(batch, got, strict=True):
             self._fold_fast(d, one, res, stack)
 
