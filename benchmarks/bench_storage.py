@@ -69,6 +69,8 @@ class Row:
     peak_rss_mib: float
     size: int | None
     exact: str
+    parent_mib: float = 0.0
+    worker_mib: float = 0.0
 
 
 def exporter_argv(python: str, tree: Path, run_dir: Path, dir_level: int,
@@ -131,6 +133,9 @@ def bench_kind(args: argparse.Namespace, kind: str, tree: Path,
         rows.append(Row(kind, "gdu -n -p -s", "-", m.wall, m.cpu, m.peak_rss / MIB,
                         size, "-" if size is not None else "failed"))
     env = bench_scan.exporter_env(run_dir)
+    # Byte-code compiled before the first timed run, not during it.
+    subprocess.run([args.python, "-m", "du_exporter", "--version"], env=env,
+                   stdout=subprocess.DEVNULL, check=False)
     settings: list[tuple[str, list[str]]] = [("default", [])]
     settings += [(f"scan-threads {t}", ["--scan-threads", str(t)])
                  for t in args.threads]
@@ -151,7 +156,8 @@ def bench_kind(args: argparse.Namespace, kind: str, tree: Path,
             log(f"du-exporter failed: {m.stderr[-2000:]}")
         exact = "failed" if size is None else ("yes" if size == total else "NO")
         rows.append(Row(kind, "du-exporter", name, m.wall, m.cpu,
-                        m.peak_rss / MIB, size, exact))
+                        m.peak_rss / MIB, size, exact, m.parent_hwm / MIB,
+                        m.worker_hwm / MIB))
         log(f"  {m.wall:.2f} s, rss {m.peak_rss / MIB:.1f} MiB, exact {exact}")
     return rows
 
@@ -159,9 +165,12 @@ def bench_kind(args: argparse.Namespace, kind: str, tree: Path,
 def kind_table(rows: list[Row]) -> str:
     du = rows[0].wall
     return markdown_table(
-        ["tool", "setting", "wall s", "x du", "cpu s", "peak RSS MiB", "= du"],
+        ["tool", "setting", "wall s", "x du", "cpu s", "peak RSS MiB",
+         "parent / worker MiB", "= du"],
         [[r.tool, r.setting, f"{r.wall:.2f}", f"{r.wall / du:.2f}",
-          f"{r.cpu:.2f}", f"{r.peak_rss_mib:.1f}", r.exact] for r in rows],
+          f"{r.cpu:.2f}", f"{r.peak_rss_mib:.1f}",
+          f"{r.parent_mib:.1f} / {r.worker_mib:.1f}" if r.parent_mib else "-",
+          r.exact] for r in rows],
     )
 
 
@@ -234,6 +243,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--delay-ms", type=float, default=0.5)
     p.add_argument("--dir-level", type=int, default=3)
     p.add_argument("--python", default=sys.executable)
+    p.add_argument("--no-gdu", action="store_true", help="leave gdu out")
     p.add_argument("--chart", type=Path)
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
@@ -246,7 +256,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    gdu = shutil.which("gdu")
+    gdu = None if args.no_gdu else shutil.which("gdu")
     by_kind: dict[str, list[Row]] = {}
     args.workdir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:

@@ -3,7 +3,7 @@
  *
  * The optional compiled half of du_exporter.scan (which falls back to
  * os.scandir when this module is not built).  One call reads one
- * directory with the GIL released: readdir, then fstatat(dirfd, name,
+ * directory with the GIL released: getdents64, then fstatat(dirfd, name,
  * AT_SYMLINK_NOFOLLOW) per entry.  Plain files are summed here; only
  * subdirectories, inodes with more than one link and errors come back as
  * Python objects, so the Python cost per file is zero.
@@ -49,6 +49,7 @@
  *   when slow_ns is 0).
  */
 #define PY_SSIZE_T_CLEAN
+#define _GNU_SOURCE
 #include <Python.h>
 
 #include <dirent.h>
@@ -58,6 +59,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -379,28 +381,26 @@ static int fold_batch(scan_t *sc, int dfd, batch_t *b, int sort_big,
         qsort(b->items, b->len, sizeof(name_t), by_inode);
     size_t i = 0;
     if (p && p->threads > 1 && b->len >= SHARE_MIN) {
-        struct stat *sts = malloc(WINDOW * sizeof(struct stat));
-        int *errs = malloc(WINDOW * sizeof(int));
-        if (!sts || !errs) {
-            free(sts);
-            free(errs);
-            return -1;
-        }
-        for (; b->len - i >= SHARE_MIN; ) {
+        /* mmap, not malloc: a freed mmap'd chunk would raise malloc's
+           mmap threshold, and the next window would stay in the arena. */
+        size_t bytes = WINDOW * (sizeof(struct stat) + sizeof(int));
+        void *mem = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
+                         MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (mem == MAP_FAILED) return -1;
+        struct stat *sts = mem;
+        int *errs = (int *)(sts + WINDOW);
+        int rc = 0;
+        while (!rc && b->len - i >= SHARE_MIN) {
             size_t n = b->len - i < WINDOW ? b->len - i : WINDOW;
             win_t w = {dfd, b->names, b->items + i, sts, errs, n, 0, 0,
                        NULL, NULL, p};
             win_share(p, &w);
-            for (size_t j = 0; j < n; j++, i++)
-                if (fold_stat(sc, b->names + b->items[i].name, (*index)++,
-                              &sts[j], errs[j]) < 0) {
-                    free(sts);
-                    free(errs);
-                    return -1;
-                }
+            for (size_t j = 0; j < n && !rc; j++, i++)
+                rc = fold_stat(sc, b->names + b->items[i].name, (*index)++,
+                               &sts[j], errs[j]);
         }
-        free(sts);
-        free(errs);
+        munmap(mem, bytes);
+        if (rc) return -1;
     }
     for (; i < b->len; i++) {
         if (fold(sc, dfd, b->names + b->items[i].name, (*index)++) < 0) return -1;
@@ -425,38 +425,35 @@ static int read_dir(const char *path, int sort_big, u64 dev, u64 ino,
         return ENOENT;
     }
     pool_tick(p, 2);  /* the open and its fstat */
-    DIR *dir = fdopendir(fd);
-    if (!dir) {
-        int e = errno;
-        close(fd);
-        return e;
-    }
+    /* getdents64 into the stack, not readdir: a helper thread allocates
+       as little as it can (each would hold on to its own malloc arena). */
+    char buf[32 * 1024];
     batch_t b = {0};
     size_t index = 0;
-    int err = 0, dfd = dirfd(dir);
+    int err = 0;
     for (;;) {
-        errno = 0;
-        struct dirent *d = readdir(dir);
-        if (!d) {
-            err = errno;
+        ssize_t got = getdents64(fd, buf, sizeof buf);
+        if (got <= 0) {
+            err = got < 0 ? errno : 0;
             break;
         }
-        const char *n = d->d_name;
-        if (n[0] == '.' && (n[1] == 0 || (n[1] == '.' && n[2] == 0)))
-            continue;
-        if (batch_add(&b, n, d->d_ino) < 0) {
-            err = ENOMEM;
-            break;
+        for (ssize_t at = 0; at < got && !err; ) {
+            struct dirent64 *d = (struct dirent64 *)(buf + at);
+            at += d->d_reclen;
+            const char *n = d->d_name;
+            if (n[0] == '.' && (n[1] == 0 || (n[1] == '.' && n[2] == 0)))
+                continue;
+            if (batch_add(&b, n, d->d_ino) < 0
+                || (b.len == FTS_BATCH
+                    && fold_batch(sc, fd, &b, sort_big, &index, p) < 0))
+                err = ENOMEM;
         }
-        if (b.len == FTS_BATCH && fold_batch(sc, dfd, &b, sort_big, &index, p) < 0) {
-            err = ENOMEM;
-            break;
-        }
+        if (err) break;
     }
-    if (!err && fold_batch(sc, dfd, &b, sort_big, &index, p) < 0) err = ENOMEM;
+    if (!err && fold_batch(sc, fd, &b, sort_big, &index, p) < 0) err = ENOMEM;
     free(b.items);
     free(b.names);
-    closedir(dir);
+    close(fd);
     return err;
 }
 
