@@ -61,6 +61,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -411,6 +412,18 @@ static int fold_batch(scan_t *sc, int dfd, batch_t *b, int sort_big,
     return 0;
 }
 
+/* Whether the open directory fd is the inode (dev, ino) listed.  An open
+   inode's device and number never change, so the kernel's cached ones do
+   (AT_STATX_DONT_SYNC): no round trip to a network or FUSE server. */
+static int is_listed(int fd, u64 dev, u64 ino) {
+    struct statx sx;
+    if (statx(fd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, STATX_INO, &sx) == 0)
+        return (u64)makedev(sx.stx_dev_major, sx.stx_dev_minor) == dev
+               && (u64)sx.stx_ino == ino;
+    struct stat st;  /* no statx (before Linux 4.11) */
+    return fstat(fd, &st) == 0 && (u64)st.st_dev == dev && (u64)st.st_ino == ino;
+}
+
 /* Read, stat and sum one directory; no Python calls (runs without the GIL).
    Memory: one batch of names plus the records, never a stat per entry. */
 static int read_dir(const char *path, int sort_big, u64 dev, u64 ino,
@@ -419,8 +432,7 @@ static int read_dir(const char *path, int sort_big, u64 dev, u64 ino,
                   | (nofollow ? O_NOFOLLOW : 0));
     if (fd < 0)  /* a symlink or file now: vanished */
         return nofollow && (errno == ELOOP || errno == ENOTDIR) ? ENOENT : errno;
-    struct stat st;
-    if (fstat(fd, &st) || (u64)st.st_dev != dev || (u64)st.st_ino != ino) {
+    if (!is_listed(fd, dev, ino)) {
         close(fd);  /* replaced since it was listed: vanished */
         return ENOENT;
     }
