@@ -115,50 +115,74 @@ class Storage:
             return bench_scan.measure(argv_of(path), env=env)
 
 
+def _one(args: argparse.Namespace, storage: Storage, tool: str, setting: str,
+         gdu: str | None, run_dir: Path, env: dict[str, str],
+         total: int | None) -> Row:
+    """One timed command on ``storage``."""
+    kind = storage.kind
+    if tool == "du -sB1":
+        m = storage.run(lambda p: ["du", "-sB1", str(p)])
+        size = bench_scan.parse_du_total(m.stdout) if m.returncode == 0 else None
+        return Row(kind, tool, setting, m.wall, m.cpu, m.peak_rss / MIB, size,
+                   "reference" if size is not None else "failed")
+    if tool.startswith("gdu"):
+        assert gdu is not None
+        m = storage.run(lambda p: [gdu, "-n", "-p", "-s", "--no-prefix", str(p)])
+        size = gdu_total(m.stdout) if m.returncode == 0 else None
+        return Row(kind, tool, setting, m.wall, m.cpu, m.peak_rss / MIB, size,
+                   "-" if size is not None else "failed")
+    extra = [] if setting == "default" else ["--" + setting.replace(" ", "=")]
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{run_dir / 'bench.db'}{suffix}").unlink(missing_ok=True)
+    m = storage.run(lambda p: exporter_argv(
+        args.python, p, run_dir, args.dir_level, extra), env=env)
+    prom = run_dir / "bench.prom"
+    size = None
+    if m.returncode == 0 and prom.exists():
+        # The root is labelled with the path scanned (the mount point).
+        facts = ScanFacts.parse(prom.read_text(encoding="utf-8"),
+                                str(storage.mnt if kind == "fuse" else storage.tree))
+        size = facts.root_size
+    else:
+        log(f"du-exporter failed: {m.stderr[-2000:]}")
+    exact = "failed" if size is None else ("yes" if size == total else "NO")
+    return Row(kind, tool, setting, m.wall, m.cpu, m.peak_rss / MIB, size,
+               exact, m.parent_hwm / MIB, m.worker_hwm / MIB)
+
+
 def bench_kind(args: argparse.Namespace, kind: str, tree: Path,
                gdu: str | None, run_dir: Path) -> list[Row]:
+    """Every command ``--repeat`` times, interleaved (rounds of all of
+    them, so that a change in the machine's load hits all alike); the
+    median-wall run of each is reported, with the worst exactness."""
     storage = Storage(kind, tree, args.delay_ms, run_dir / "mnt")
     if kind == "warm":
         subprocess.run(["du", "-s", str(tree)], stdout=subprocess.DEVNULL, check=False)
-    rows: list[Row] = []
-    log(f"{kind}: du -sB1 {tree}")
-    m = storage.run(lambda p: ["du", "-sB1", str(p)])
-    total = bench_scan.parse_du_total(m.stdout) if m.returncode == 0 else None
-    rows.append(Row(kind, "du -sB1", "-", m.wall, m.cpu, m.peak_rss / MIB,
-                    total, "reference" if total is not None else "failed"))
-    if gdu is not None:
-        log(f"{kind}: gdu")
-        m = storage.run(lambda p: [gdu, "-n", "-p", "-s", "--no-prefix", str(p)])
-        size = gdu_total(m.stdout) if m.returncode == 0 else None
-        rows.append(Row(kind, "gdu -n -p -s", "-", m.wall, m.cpu, m.peak_rss / MIB,
-                        size, "-" if size is not None else "failed"))
     env = bench_scan.exporter_env(run_dir)
     # Byte-code compiled before the first timed run, not during it.
     subprocess.run([args.python, "-m", "du_exporter", "--version"], env=env,
                    stdout=subprocess.DEVNULL, check=False)
-    settings: list[tuple[str, list[str]]] = [("default", [])]
-    settings += [(f"scan-threads {t}", ["--scan-threads", str(t)])
-                 for t in args.threads]
-    for name, extra in settings:
-        log(f"{kind}: du-exporter {name}")
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{run_dir / 'bench.db'}{suffix}").unlink(missing_ok=True)
-        m = storage.run(lambda p, extra=extra: exporter_argv(
-            args.python, p, run_dir, args.dir_level, extra), env=env)
-        prom = run_dir / "bench.prom"
-        size = None
-        if m.returncode == 0 and prom.exists():
-            # The root is labelled with the path scanned (the mount point).
-            facts = ScanFacts.parse(prom.read_text(encoding="utf-8"),
-                                    str(storage.mnt if kind == "fuse" else tree))
-            size = facts.root_size
-        else:
-            log(f"du-exporter failed: {m.stderr[-2000:]}")
-        exact = "failed" if size is None else ("yes" if size == total else "NO")
-        rows.append(Row(kind, "du-exporter", name, m.wall, m.cpu,
-                        m.peak_rss / MIB, size, exact, m.parent_hwm / MIB,
-                        m.worker_hwm / MIB))
-        log(f"  {m.wall:.2f} s, rss {m.peak_rss / MIB:.1f} MiB, exact {exact}")
+    commands = [("du -sB1", "-")]
+    if gdu is not None:
+        commands.append(("gdu -n -p -s", "-"))
+    commands.append(("du-exporter", "default"))
+    commands += [("du-exporter", f"scan-threads {t}") for t in args.threads]
+    runs: dict[tuple[str, str], list[Row]] = {c: [] for c in commands}
+    total: int | None = None
+    for round_ in range(args.repeat):
+        for tool, setting in commands:
+            row = _one(args, storage, tool, setting, gdu, run_dir, env, total)
+            if tool == "du -sB1":
+                total = row.size
+            runs[tool, setting].append(row)
+            log(f"{kind} #{round_ + 1}: {tool} {setting}: {row.wall:.2f} s, "
+                f"rss {row.peak_rss_mib:.1f} MiB, {row.exact}")
+    rows = []
+    for rs in runs.values():
+        pick = sorted(rs, key=lambda r: r.wall)[len(rs) // 2]
+        if any(r.exact in {"NO", "failed"} for r in rs):
+            pick.exact = next(r.exact for r in rs if r.exact in {"NO", "failed"})
+        rows.append(pick)
     return rows
 
 
@@ -241,6 +265,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", default="1,4,16,64",
                    help="scan-threads values to sweep (default: 1,4,16,64)")
     p.add_argument("--delay-ms", type=float, default=0.5)
+    p.add_argument("--repeat", type=int, default=1,
+                   help="rounds of all commands; the median run is reported")
     p.add_argument("--dir-level", type=int, default=3)
     p.add_argument("--python", default=sys.executable)
     p.add_argument("--no-gdu", action="store_true", help="leave gdu out")

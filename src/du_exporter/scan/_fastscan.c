@@ -318,11 +318,12 @@ static void pool_spawn(pool_t *p) {
         long long ops = __atomic_load_n(&p->ops, __ATOMIC_RELAXED);
         if (p->slow_ns > 0 && (took < SLOW_AFTER || took < ops * p->slow_ns))
             return;
-        p->slow = 1;
+        __atomic_store_n(&p->slow, 1, __ATOMIC_RELAXED);
     }
     while (p->spawned + 1 < p->threads) {
         if (pthread_create(&p->tids[p->spawned], &p->attr, pool_work, p)) {
-            p->threads = p->spawned + 1;  /* no more: go on with fewer */
+            /* no more: go on with fewer */
+            __atomic_store_n(&p->threads, p->spawned + 1, __ATOMIC_RELAXED);
             return;
         }
         p->spawned++;
@@ -331,7 +332,7 @@ static void pool_spawn(pool_t *p) {
 
 /* Count n operations done; now and then, see whether helpers are due. */
 static void pool_tick(pool_t *p, long long n) {
-    if (!p) return;
+    if (!p || __atomic_load_n(&p->threads, __ATOMIC_RELAXED) <= 1) return;
     long long ops = __atomic_add_fetch(&p->ops, n, __ATOMIC_RELAXED);
     if (n == 1 && (ops & 15)) return;  /* check at every 16th lstat */
     if (__atomic_load_n(&p->slow, __ATOMIC_RELAXED)) return;
@@ -439,7 +440,7 @@ static int read_dir(const char *path, int sort_big, u64 dev, u64 ino,
     pool_tick(p, 2);  /* the open and its fstat */
     /* getdents64 into the stack, not readdir: a helper thread allocates
        as little as it can (each would hold on to its own malloc arena). */
-    char buf[32 * 1024];
+    char buf[16 * 1024];
     batch_t b = {0};
     size_t index = 0;
     int err = 0;
