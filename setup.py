@@ -16,7 +16,8 @@ setup(
             "du_exporter.scan._fastscan",
             ["src/du_exporter/scan/_fastscan.c"],
             optional=True,
-            extra_compile_args=["-O2"],
+            extra_compile_args=["-O2", "-pthread"],
+            extra_link_args=["-pthread"],
         )
     ]
 )

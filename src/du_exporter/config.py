@@ -59,6 +59,7 @@ class Config:
     size_bucket: bool
     max_iops: int
     scan_engine: str
+    scan_threads: int
     scan_priority: str
     owner_usage: bool
     #: Follow changes with fanotify between scans (mode http only).
@@ -391,6 +392,10 @@ TABLE = (
     Key("scan-engine", _as_engine, "auto", "auto",
         "auto (the C reader when built, else scandir-rs), c, scandir-rs or "
         "python."),
+    # Chosen by benchmarks/bench_storage.py (README, Performance).
+    Key("scan-threads", _at_least_one, 8, "8",
+        "Threads per worker reading directories and stat'ing entries (the C "
+        "reader): I/O in flight is max-procs x scan-threads."),
     Key("scan-priority", _choice(*PRIORITIES), "normal", "normal",
         "Workers' CPU/IO priority: normal, low (nice 10, best-effort 7) or "
         "idle (nice 19, idle I/O class)."),

@@ -3,7 +3,7 @@
  *
  * The optional compiled half of du_exporter.scan (which falls back to
  * os.scandir when this module is not built).  One call reads one
- * directory with the GIL released: readdir, then fstatat(dirfd, name,
+ * directory with the GIL released: getdents64, then fstatat(dirfd, name,
  * AT_SYMLINK_NOFOLLOW) per entry.  Plain files are summed here; only
  * subdirectories, inodes with more than one link and errors come back as
  * Python objects, so the Python cost per file is zero.
@@ -34,22 +34,50 @@
  * index is the entry's position in the listing (after the inode sort
  * GNU fts applies to each batch of 100,000 entries read that holds more
  * than 10,000, done here when sort_big is true).
+ *
+ * scan_dirs(dirs: list[(path, sort_big, dev, ino, nofollow)], owners: bool,
+ *           one_fs: bool, root_dev: int, threads: int, slow_ns: int)
+ *           -> list[tuple]:
+ *   scan_dir's tuple for each directory, in the order given, read by up to
+ *   `threads` threads (the caller's included) with the GIL released for
+ *   the whole batch: idle threads take the next directory, or help stat
+ *   the entries of a big one (windows of WINDOW names, claimed CHUNK at a
+ *   time).  Every directory is still summed by one thread in listing
+ *   order, so each tuple is the one scan_dir returns.  The caller's
+ *   thread starts alone; the others start once the batch has taken more
+ *   than 1 ms and more than slow_ns per directory read or lstat (at once
+ *   when slow_ns is 0).
  */
 #define PY_SSIZE_T_CLEAN
+#define _GNU_SOURCE
 #include <Python.h>
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <time.h>
 #include <unistd.h>
 
 #define N_BUCKETS 13          /* 1 KiB * 4**k, k = 0..12 */
 #define FTS_SORT_THRESHOLD 10000
 #define FTS_BATCH 100000
+/* Parallel stat in a directory: names per window (its stats are held at
+   once, about 150 KiB), per claim, and the fewest worth sharing. */
+#define WINDOW 1024
+#define CHUNK 16
+#define SHARE_MIN 64
+#define THREAD_STACK (256 * 1024)
+/* Helper threads start only once the batch proves slow: after SLOW_AFTER
+   ns, at more than slow_ns (an argument) per directory read or lstat, so
+   a CPU-bound walk pays for no threads it cannot use. */
+#define SLOW_AFTER 1000000LL
 
 /* One batch of names read (GNU fts reads and sorts 100,000 at a time). */
 typedef struct {
@@ -205,11 +233,12 @@ static int record(scan_t *sc, int kind, const char *name, size_t index,
     return 0;
 }
 
-/* lstat one entry and fold it in: files are summed here, the rest kept. */
-static int fold(scan_t *sc, int dfd, const char *name, size_t index) {
-    struct stat st;
-    if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW))
-        return record(sc, REC_ERR, name, index, NULL, errno);
+/* Fold one lstat'ed entry (err: the lstat's errno) in: files are summed
+   here, the rest kept. */
+static int fold_stat(scan_t *sc, const char *name, size_t index,
+                     const struct stat *st_, int err) {
+    if (err) return record(sc, REC_ERR, name, index, NULL, err);
+    const struct stat st = *st_;
     sc->count++;
     if (S_ISDIR(st.st_mode)) return record(sc, REC_DIR, name, index, &st, 0);
     if (sc->one_fs && st.st_dev != sc->root_dev) return 0;  /* du -x */
@@ -226,62 +255,218 @@ static int fold(scan_t *sc, int dfd, const char *name, size_t index) {
     return sc->by_owner ? owner_add(sc, &st) : 0;
 }
 
-/* Stat and fold one batch of names, sorted first where fts sorts. */
-static int fold_batch(scan_t *sc, int dfd, batch_t *b, int sort_big, size_t *index) {
+/* lstat one entry and fold it in. */
+static int fold(scan_t *sc, int dfd, const char *name, size_t index) {
+    struct stat st;
+    int err = fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) ? errno : 0;
+    return fold_stat(sc, name, index, &st, err);
+}
+
+/* --- threads of one scan_dirs call -------------------------------------- */
+
+/* A window of one directory's names whose lstats any thread may take. */
+typedef struct win {
+    int dfd;
+    const char *names;
+    const name_t *items;
+    struct stat *sts;
+    int *errs;
+    size_t n;
+    size_t next;              /* next name to claim (atomic) */
+    int refs;                 /* helpers inside (under the pool lock) */
+    struct win *prev, *after; /* the pool's list of open windows */
+    struct pool *pool;
+} win_t;
+
+typedef struct {
+    const char *path;
+    int sort_big, nofollow;
+    u64 dev, ino;
+    scan_t sc;
+    int err;
+} dir_t;
+
+typedef struct pool {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    dir_t *dirs;
+    size_t n_dirs, next_dir, finished;
+    win_t *open;              /* windows with names left to claim */
+    int threads, spawned;
+    pthread_t *tids;
+    pthread_attr_t attr;
+    long long started;        /* ns, CLOCK_MONOTONIC */
+    long long ops;            /* directory reads and lstats done (atomic) */
+    long long slow_ns;        /* per operation, beyond which it is slow */
+    int slow;                 /* helpers wanted (under the lock) */
+} pool_t;
+
+static long long now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+
+static void *pool_work(void *arg);
+
+/* Every helper thread the pool may have, once it proved slow (under the
+   lock). */
+static void pool_spawn(pool_t *p) {
+    if (p->spawned + 1 >= p->threads) return;
+    if (!p->slow) {
+        long long took = now_ns() - p->started;
+        long long ops = __atomic_load_n(&p->ops, __ATOMIC_RELAXED);
+        if (p->slow_ns > 0 && (took < SLOW_AFTER || took < ops * p->slow_ns))
+            return;
+        __atomic_store_n(&p->slow, 1, __ATOMIC_RELAXED);
+    }
+    while (p->spawned + 1 < p->threads) {
+        if (pthread_create(&p->tids[p->spawned], &p->attr, pool_work, p)) {
+            /* no more: go on with fewer */
+            __atomic_store_n(&p->threads, p->spawned + 1, __ATOMIC_RELAXED);
+            return;
+        }
+        p->spawned++;
+    }
+}
+
+/* Count n operations done; now and then, see whether helpers are due. */
+static void pool_tick(pool_t *p, long long n) {
+    if (!p || __atomic_load_n(&p->threads, __ATOMIC_RELAXED) <= 1) return;
+    long long ops = __atomic_add_fetch(&p->ops, n, __ATOMIC_RELAXED);
+    if (n == 1 && (ops & 15)) return;  /* check at every 16th lstat */
+    if (__atomic_load_n(&p->slow, __ATOMIC_RELAXED)) return;
+    pthread_mutex_lock(&p->mu);
+    pool_spawn(p);
+    pthread_mutex_unlock(&p->mu);
+}
+
+/* lstat the window's names, CHUNK at a time, until none is left. */
+static void win_stat(win_t *w) {
+    for (;;) {
+        size_t lo = __atomic_fetch_add(&w->next, CHUNK, __ATOMIC_RELAXED);
+        if (lo >= w->n) return;
+        size_t hi = lo + CHUNK < w->n ? lo + CHUNK : w->n;
+        for (size_t i = lo; i < hi; i++) {
+            w->errs[i] = fstatat(w->dfd, w->names + w->items[i].name,
+                                 &w->sts[i], AT_SYMLINK_NOFOLLOW) ? errno : 0;
+            pool_tick(w->pool, 1);
+        }
+    }
+}
+
+/* Stat a window with whichever threads are idle; returns when every name
+   is stat'ed and no helper still holds the window. */
+static void win_share(pool_t *p, win_t *w) {
+    pthread_mutex_lock(&p->mu);
+    w->prev = NULL;
+    w->after = p->open;
+    if (p->open) p->open->prev = w;
+    p->open = w;
+    pool_spawn(p);
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    win_stat(w);
+    pthread_mutex_lock(&p->mu);
+    if (w->prev) w->prev->after = w->after; else p->open = w->after;
+    if (w->after) w->after->prev = w->prev;
+    while (w->refs) pthread_cond_wait(&p->cv, &p->mu);
+    pthread_mutex_unlock(&p->mu);
+}
+
+/* Stat and fold one batch of names, sorted first where fts sorts; the
+   stats of big batches are shared with the pool's idle threads (p may be
+   NULL: one thread).  The folding stays in listing order. */
+static int fold_batch(scan_t *sc, int dfd, batch_t *b, int sort_big,
+                      size_t *index, pool_t *p) {
     if (sort_big && b->len > FTS_SORT_THRESHOLD)
         qsort(b->items, b->len, sizeof(name_t), by_inode);
-    for (size_t i = 0; i < b->len; i++)
+    size_t i = 0;
+    if (p && p->threads > 1 && b->len >= SHARE_MIN) {
+        /* mmap, not malloc: a freed mmap'd chunk would raise malloc's
+           mmap threshold, and the next window would stay in the arena. */
+        size_t bytes = WINDOW * (sizeof(struct stat) + sizeof(int));
+        void *mem = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
+                         MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (mem == MAP_FAILED) return -1;
+        struct stat *sts = mem;
+        int *errs = (int *)(sts + WINDOW);
+        int rc = 0;
+        while (!rc && b->len - i >= SHARE_MIN) {
+            size_t n = b->len - i < WINDOW ? b->len - i : WINDOW;
+            win_t w = {dfd, b->names, b->items + i, sts, errs, n, 0, 0,
+                       NULL, NULL, p};
+            win_share(p, &w);
+            for (size_t j = 0; j < n && !rc; j++, i++)
+                rc = fold_stat(sc, b->names + b->items[i].name, (*index)++,
+                               &sts[j], errs[j]);
+        }
+        munmap(mem, bytes);
+        if (rc) return -1;
+    }
+    for (; i < b->len; i++) {
         if (fold(sc, dfd, b->names + b->items[i].name, (*index)++) < 0) return -1;
+        pool_tick(p, 1);
+    }
     b->len = 0;
     b->names_len = 0;
     return 0;
 }
 
+/* Whether the open directory fd is the inode (dev, ino) listed.  An open
+   inode's device and number never change, so the kernel's cached ones do
+   (AT_STATX_DONT_SYNC): no round trip to a network or FUSE server. */
+static int is_listed(int fd, u64 dev, u64 ino) {
+    struct statx sx;
+    if (statx(fd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, STATX_INO, &sx) == 0)
+        return (u64)makedev(sx.stx_dev_major, sx.stx_dev_minor) == dev
+               && (u64)sx.stx_ino == ino;
+    struct stat st;  /* no statx (before Linux 4.11) */
+    return fstat(fd, &st) == 0 && (u64)st.st_dev == dev && (u64)st.st_ino == ino;
+}
+
 /* Read, stat and sum one directory; no Python calls (runs without the GIL).
    Memory: one batch of names plus the records, never a stat per entry. */
 static int read_dir(const char *path, int sort_big, u64 dev, u64 ino,
-                    int nofollow, scan_t *sc) {
+                    int nofollow, scan_t *sc, pool_t *p) {
     int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC
                   | (nofollow ? O_NOFOLLOW : 0));
     if (fd < 0)  /* a symlink or file now: vanished */
         return nofollow && (errno == ELOOP || errno == ENOTDIR) ? ENOENT : errno;
-    struct stat st;
-    if (fstat(fd, &st) || (u64)st.st_dev != dev || (u64)st.st_ino != ino) {
+    if (!is_listed(fd, dev, ino)) {
         close(fd);  /* replaced since it was listed: vanished */
         return ENOENT;
     }
-    DIR *dir = fdopendir(fd);
-    if (!dir) {
-        int e = errno;
-        close(fd);
-        return e;
-    }
+    pool_tick(p, 2);  /* the open and its fstat */
+    /* getdents64 into the stack, not readdir: a helper thread allocates
+       as little as it can (each would hold on to its own malloc arena). */
+    char buf[16 * 1024];
     batch_t b = {0};
     size_t index = 0;
-    int err = 0, dfd = dirfd(dir);
+    int err = 0;
     for (;;) {
-        errno = 0;
-        struct dirent *d = readdir(dir);
-        if (!d) {
-            err = errno;
+        ssize_t got = getdents64(fd, buf, sizeof buf);
+        if (got <= 0) {
+            err = got < 0 ? errno : 0;
             break;
         }
-        const char *n = d->d_name;
-        if (n[0] == '.' && (n[1] == 0 || (n[1] == '.' && n[2] == 0)))
-            continue;
-        if (batch_add(&b, n, d->d_ino) < 0) {
-            err = ENOMEM;
-            break;
+        for (ssize_t at = 0; at < got && !err; ) {
+            struct dirent64 *d = (struct dirent64 *)(buf + at);
+            at += d->d_reclen;
+            const char *n = d->d_name;
+            if (n[0] == '.' && (n[1] == 0 || (n[1] == '.' && n[2] == 0)))
+                continue;
+            if (batch_add(&b, n, d->d_ino) < 0
+                || (b.len == FTS_BATCH
+                    && fold_batch(sc, fd, &b, sort_big, &index, p) < 0))
+                err = ENOMEM;
         }
-        if (b.len == FTS_BATCH && fold_batch(sc, dfd, &b, sort_big, &index) < 0) {
-            err = ENOMEM;
-            break;
-        }
+        if (err) break;
     }
-    if (!err && fold_batch(sc, dfd, &b, sort_big, &index) < 0) err = ENOMEM;
+    if (!err && fold_batch(sc, fd, &b, sort_big, &index, p) < 0) err = ENOMEM;
     free(b.items);
     free(b.names);
-    closedir(dir);
+    close(fd);
     return err;
 }
 
@@ -289,6 +474,40 @@ static void scan_free(scan_t *sc) {
     free(sc->owners);
     free(sc->recs);
     free(sc->rec_names);
+}
+
+/* A thread of the pool (the caller's too): take the next directory, else
+   help stat an open window, until every directory is done. */
+static void *pool_work(void *arg) {
+    pool_t *p = arg;
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        if (p->next_dir < p->n_dirs) {
+            dir_t *d = &p->dirs[p->next_dir++];
+            if (p->next_dir < p->n_dirs) pool_spawn(p);
+            pthread_mutex_unlock(&p->mu);
+            d->err = read_dir(d->path, d->sort_big, d->dev, d->ino,
+                              d->nofollow, &d->sc, p);
+            pthread_mutex_lock(&p->mu);
+            if (++p->finished == p->n_dirs) pthread_cond_broadcast(&p->cv);
+            continue;
+        }
+        win_t *w = p->open;
+        while (w && __atomic_load_n(&w->next, __ATOMIC_RELAXED) >= w->n)
+            w = w->after;
+        if (w) {
+            w->refs++;
+            pthread_mutex_unlock(&p->mu);
+            win_stat(w);
+            pthread_mutex_lock(&p->mu);
+            if (--w->refs == 0) pthread_cond_broadcast(&p->cv);
+            continue;
+        }
+        if (p->finished == p->n_dirs) break;
+        pthread_cond_wait(&p->cv, &p->mu);
+    }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
 }
 
 static int append(PyObject *list, PyObject *item) {
@@ -357,7 +576,7 @@ static PyObject *scan_dir(PyObject *self, PyObject *args) {
     sc.root_dev = (dev_t)root_dev;
     int err;
     Py_BEGIN_ALLOW_THREADS
-    err = read_dir(path, sort_big, dev, ino, nofollow, &sc);
+    err = read_dir(path, sort_big, dev, ino, nofollow, &sc, NULL);
     Py_END_ALLOW_THREADS
     if (err == ENOMEM) {
         scan_free(&sc);
@@ -372,11 +591,96 @@ static PyObject *scan_dir(PyObject *self, PyObject *args) {
     return result;
 }
 
+static PyObject *scan_dirs(PyObject *self, PyObject *args) {
+    PyObject *list, *result = NULL, *keep = NULL;
+    int by_owner, one_fs, threads;
+    unsigned long long root_dev;
+    long long slow_ns;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "O!ppKiL", &PyList_Type, &list, &by_owner,
+                          &one_fs, &root_dev, &threads, &slow_ns))
+        return NULL;
+    /* The list may change while the GIL is released: keep its items. */
+    keep = PySequence_Tuple(list);
+    if (!keep) return NULL;
+    Py_ssize_t n = PyTuple_GET_SIZE(keep);
+    pool_t p;
+    memset(&p, 0, sizeof p);
+    p.dirs = calloc(n ? (size_t)n : 1, sizeof(dir_t));
+    p.threads = threads < 1 ? 1 : threads;
+    p.tids = calloc((size_t)p.threads, sizeof(pthread_t));
+    if (!p.dirs || !p.tids) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        dir_t *d = &p.dirs[i];
+        const char *path;
+        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(keep, i), "ypKKp;a directory "
+                              "is (path, sort_big, dev, ino, nofollow)", &path,
+                              &d->sort_big, &d->dev, &d->ino, &d->nofollow))
+            goto fail;
+        d->path = path;
+        d->sc.by_owner = by_owner;
+        d->sc.one_fs = one_fs;
+        d->sc.root_dev = (dev_t)root_dev;
+    }
+    p.n_dirs = (size_t)n;
+    pthread_mutex_init(&p.mu, NULL);
+    pthread_cond_init(&p.cv, NULL);
+    pthread_attr_init(&p.attr);
+    pthread_attr_setstacksize(&p.attr, THREAD_STACK);
+    p.started = now_ns();
+    p.slow_ns = slow_ns;
+    Py_BEGIN_ALLOW_THREADS
+    pool_work(&p);
+    for (int t = 0; t < p.spawned; t++) pthread_join(p.tids[t], NULL);
+    Py_END_ALLOW_THREADS
+    pthread_attr_destroy(&p.attr);
+    pthread_cond_destroy(&p.cv);
+    pthread_mutex_destroy(&p.mu);
+    for (size_t i = 0; i < p.n_dirs; i++)
+        if (p.dirs[i].err == ENOMEM) {
+            PyErr_NoMemory();
+            goto fail;
+        }
+    result = PyList_New(n);
+    if (!result) goto fail;
+    for (size_t i = 0; i < p.n_dirs; i++) {
+        dir_t *d = &p.dirs[i];
+        if (d->err) {  /* an unreadable directory counts nothing of its own */
+            int keep_owner = d->sc.by_owner, keep_one = d->sc.one_fs;
+            scan_free(&d->sc);
+            memset(&d->sc, 0, sizeof d->sc);
+            d->sc.by_owner = keep_owner;
+            d->sc.one_fs = keep_one;
+        }
+        PyObject *item = build_result(&d->sc, d->err);
+        if (!item) {
+            Py_CLEAR(result);
+            goto fail;
+        }
+        PyList_SET_ITEM(result, (Py_ssize_t)i, item);
+    }
+fail:
+    if (p.dirs)
+        for (Py_ssize_t i = 0; i < n; i++) scan_free(&p.dirs[i].sc);
+    free(p.dirs);
+    free(p.tids);
+    Py_DECREF(keep);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"scan_dir", scan_dir, METH_VARARGS,
      "scan_dir(path, sort_big, owners, dev, ino, nofollow, one_fs, root_dev) -> "
      "sums, subdirs, links and errors of one "
      "directory (see the module source)."},
+    {"scan_dirs", scan_dirs, METH_VARARGS,
+     "scan_dirs(dirs, owners, one_fs, root_dev, threads, slow_ns) -> "
+     "scan_dir's result "
+     "for each (path, sort_big, dev, ino, nofollow) in dirs, read by up to "
+     "threads threads (see the module source)."},
     {NULL, NULL, 0, NULL},
 };
 

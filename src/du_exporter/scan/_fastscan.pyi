@@ -22,3 +22,28 @@ def scan_dir(
     int,
     list[tuple[int, int, int, int]],
 ]: ...
+
+def scan_dirs(
+    dirs: list[tuple[bytes, bool, int, int, bool]],
+    owners: bool,
+    one_fs: bool,
+    root_dev: int,
+    threads: int,
+    slow_ns: int,
+    /,
+) -> list[
+    tuple[
+        int,
+        int,
+        int,
+        int,
+        float,
+        int,
+        list[int],
+        list[tuple[bytes, int, int, int, int, int, float, int]],
+        list[tuple[int, int, int, int, int, int]],
+        list[tuple[bytes, int]],
+        int,
+        list[tuple[int, int, int, int]],
+    ]
+]: ...

@@ -67,6 +67,9 @@ class Plan:
     engine: str = "auto"
     #: Sum usage per owner (uid) too.
     owner_usage: bool = False
+    #: Threads per worker reading directories and stat'ing entries (the C
+    #: reader; ``scan-threads``).
+    threads: int = 1
 
     def export_of(self, path: bytes) -> tuple[bytes, int] | None:
         """The innermost root exporting ``path``, and its level below it."""

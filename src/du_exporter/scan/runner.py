@@ -164,6 +164,7 @@ class ScanRunner:
             root_dev=dev,
             iops=cfg.max_iops / cfg.max_procs,
             engine=cfg.scan_engine,
+            threads=cfg.scan_threads,
             owner_usage=cfg.owner_usage,
         )
         self.store.drop_incomplete()  # what a failed earlier attempt left

@@ -146,6 +146,26 @@ ScanDir = Callable[
     [bytes, bool, bool, int, int, bool, bool, int], tuple[Any, ...] | None
 ]
 
+#: (dirs, owners, one_fs, root_dev, threads, slow_ns), dirs as (path,
+#: sort_big, dev, ino, nofollow): ``_fastscan.scan_dirs``, ScanDir's
+#: result for each.
+ScanDirs = Callable[
+    [list[tuple[bytes, bool, int, int, bool]], bool, bool, int, int, int],
+    list[tuple[Any, ...]],
+]
+
+#: Directories handed to the C reader per call, per thread: enough to
+#: keep every thread busy while the slowest directory of the batch is read.
+BATCH_PER_THREAD = 4
+#: A batch starts its other threads once it has taken more than this per
+#: directory read or lstat (ns): a warm cache does one in 1-3 us, a cold
+#: one in this VM (CPU-bound) in ~10, a disk, a network filesystem or FUSE
+#: in 0.1-10 ms; a CPU-bound walk starts none (benchmarks/bench_storage.py).
+SLOW_NS_PER_OP = 50_000
+#: With ``max-iops``, a batch holds at most this many seconds of the
+#: budget at one operation per directory (the tokens are paid after it).
+BATCH_BUDGET_SECONDS = 0.05
+
 #: The values of ``scan-engine``.
 ENGINES = ("auto", "c", "scandir-rs", "python")
 
@@ -173,6 +193,16 @@ def _fast_engine(engine: str) -> ScanDir | None:
             raise
         return None
     return engine_scandir.scan_dir
+
+
+def _batch_reader(engine: str) -> ScanDirs | None:
+    """The C reader's many-directory call, when ``engine`` runs it."""
+    if engine_name(engine) != "c":
+        return None
+    from du_exporter.scan import _fastscan  # noqa: PLC0415 - optional module
+
+    scan_dirs: ScanDirs = _fastscan.scan_dirs
+    return scan_dirs
 
 
 def engine_available(engine: str) -> bool:
@@ -204,17 +234,25 @@ class _Walker:
         self.hunger = hunger
         self.throttle = throttle
         self.emit = emit
-        self.ignore = Ignore(plan.ignore)
-        self.sortable: dict[int, bool] = {}
-        self.fast = _fast_engine(plan.engine)
         #: Only with nested roots can a directory need a row unexported.
         self.nested = len(plan.exports) > 1
         self.top, self.level = plan.exports[0]
+        #: The id of the next row of the unit being walked.
+        self.next_id = 0
+        self.ignore = Ignore(plan.ignore)
+        self.sortable: dict[int, bool] = {}
+        self.fast = _fast_engine(plan.engine)
+        self.batch = _batch_reader(plan.engine)
+        threads = max(1, plan.threads)
+        self.batch_size = threads * BATCH_PER_THREAD
+        if plan.iops > 0:
+            self.batch_size = max(1, min(
+                self.batch_size, int(plan.iops * BATCH_BUDGET_SECONDS)))
 
     def run(self, unit: Unit, base: int, parent: int | None) -> UnitResult:
         res = UnitResult(path=unit.path)
         top = _Row(base, parent, unit, self.plan.export_of(unit.path))
-        next_id = base + 1
+        self.next_id = base + 1
         stack: list[_Pending] = [(unit, top, False, None)]
         hunger = self.hunger
         while stack:
@@ -226,12 +264,12 @@ class _Walker:
                     if not split:
                         self._pend_done(acc, res)
                 break
-            d, acc, split, export = stack.pop()
-            if split:
-                acc = _Row(next_id, acc.id, d, export)
-                next_id += 1
-            self._read_dir(d, acc, res, stack)
-            self._pend_done(acc, res)
+            if self.batch is not None:
+                self._read_batch(res, stack)
+            else:
+                d, acc = self._row_of(stack.pop())
+                self._read_dir(d, acc, res, stack)
+                self._pend_done(acc, res)
             if (self.emit is not None
                     and len(res.rows) + len(res.links) >= ROWS_PER_MESSAGE):
                 self.emit(res)
@@ -239,6 +277,15 @@ class _Walker:
                 res = UnitResult(path=unit.path, error_room=room)
         res.final = True
         return res
+
+    def _row_of(self, item: _Pending) -> tuple[Unit, _Row]:
+        """A popped directory and the row its sums go to (a new one if it
+        gets a row of its own)."""
+        d, acc, split, export = item
+        if split:
+            acc = _Row(self.next_id, acc.id, d, export)
+            self.next_id += 1
+        return d, acc
 
     def read_one(self, d: Unit) -> DirRead:
         """Read directory ``d`` alone: its sums and its subdirectories."""
@@ -262,6 +309,35 @@ class _Walker:
         acc.pending -= 1
         if not acc.pending:
             res.rows.append(acc.row())
+
+    def _read_batch(self, res: UnitResult, stack: list[_Pending]) -> None:
+        """``_read_dir`` for up to ``batch_size`` pending directories at
+        once: one C call reads them with ``plan.threads`` threads.
+
+        The sums are the same as one at a time: they do not depend on the
+        order, and the order keys come from listing positions.
+        """
+        assert self.batch is not None  # noqa: S101 - checked by the caller
+        plan = self.plan
+        batch: list[tuple[Unit, _Row]] = []
+        while stack and len(batch) < self.batch_size:
+            d, acc = self._row_of(stack.pop())
+            if self._fast_ok(d, self.ignore.for_dir(d.path)):
+                self._count_own(d, acc, res)
+                batch.append((d, acc))
+            else:
+                self._read_dir(d, acc, res, stack)
+                self._pend_done(acc, res)
+        if not batch:
+            return
+        got = self.batch(
+            [(d.path, self._sorts(d.dev), d.dev, d.ino, self._nofollow(d))
+             for d, _acc in batch],
+            plan.owner_usage, plan.one_file_system, plan.root_dev, plan.threads,
+            SLOW_NS_PER_OP)
+        for (d, acc), one in zip(batch, got, strict=True):
+            self._fold_fast(d, acc, one, res, stack)
+            self._pend_done(acc, res)
 
     def _list(
         self, d: Unit, res: UnitResult, fd: int
@@ -290,12 +366,25 @@ class _Walker:
                         plan.root_dev)
         if got is None:
             return False
+        self._fold_fast(d, acc, got, res, stack)
+        return True
+
+    def _fold_fast(
+        self,
+        d: Unit,
+        acc: _Row,
+        got: tuple[Any, ...],
+        res: UnitResult,
+        stack: list[_Pending],
+    ) -> None:
+        """Add one directory read by a fast engine (its sums, errors,
+        links and subdirectories) to its row ``acc`` and ``res``."""
         (count, files, blocks, apparent, mtime, hsum, hist, subdirs, links,
          errors, err, owners) = got
         self.throttle.tick(count + 1)
         if err:
             res.error(d.path, OSError(err, os.strerror(err)))
-            return True
+            return
         prefix = d.path if d.path.endswith(b"/") else d.path + b"/"
         for name, code in errors:
             res.error(prefix + name, OSError(code, os.strerror(code)))
@@ -318,7 +407,6 @@ class _Walker:
             stat = _DirStat(dev, ino, nblocks, size, dmtime, uid)
             self._dir(prefix + name, key, stat, d, d.via_symlink, acc, res,
                       stack)
-        return True
 
     def _read_dir(
         self, d: Unit, acc: _Row, res: UnitResult, stack: list[_Pending]
@@ -329,23 +417,9 @@ class _Walker:
         The hot loop: keep it to one ``lstat`` and a few local operations
         per entry.
         """
-        plan = self.plan
-        follow = plan.follow_symlinks
-        acc.mtime = max(acc.mtime, d.mtime)
-        if d.linked:
-            key = self._key(d.key, d.via_symlink)
-            res.links.append(
-                (acc.id, d.dev, d.ino, key, d.disk, d.apparent, d.uid)
-            )
-        else:
-            acc.disk += d.disk
-            acc.apparent += d.apparent
-            if plan.owner_usage:
-                res.own(d.uid, d.disk, d.apparent)
+        self._count_own(d, acc, res)
         skip = self.ignore.for_dir(d.path)
-        short = len(d.path) < LONG_PATH
-        if (self.fast is not None and skip is None and not follow and short
-                and self._read_fast(d, acc, res, stack)):
+        if self._fast_ok(d, skip) and self._read_fast(d, acc, res, stack):
             return
         try:
             fd = open_listed(d.path, d.dev, d.ino, nofollow=self._nofollow(d))
@@ -357,6 +431,29 @@ class _Walker:
             self._read_entries(d, fd, skip, acc, res, stack)
         finally:
             os.close(fd)
+
+    def _count_own(self, d: Unit, acc: _Row, res: UnitResult) -> None:
+        """Count the directory's own inode (known since it was listed)."""
+        acc.mtime = max(acc.mtime, d.mtime)
+        if d.linked:
+            key = self._key(d.key, d.via_symlink)
+            res.links.append(
+                (acc.id, d.dev, d.ino, key, d.disk, d.apparent, d.uid)
+            )
+        else:
+            acc.disk += d.disk
+            acc.apparent += d.apparent
+            if self.plan.owner_usage:
+                res.own(d.uid, d.disk, d.apparent)
+
+    def _fast_ok(
+        self, d: Unit, skip: Callable[[bytes, bytes], bool] | None
+    ) -> bool:
+        """Whether a fast engine may read ``d``: nothing ignored in it
+        (``skip``), no symlinks followed, a path short enough to open in
+        one call."""
+        return (self.fast is not None and skip is None
+                and not self.plan.follow_symlinks and len(d.path) < LONG_PATH)
 
     def _nofollow(self, d: Unit) -> bool:
         """Whether ``d``'s last component must not be a symlink: always
