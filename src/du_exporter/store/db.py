@@ -5,6 +5,8 @@ from __future__ import annotations
 import sqlite3
 import urllib.parse
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from du_exporter.errors import StoreError
@@ -36,3 +38,23 @@ def enable_wal(conn: sqlite3.Connection, path: Path) -> None:
         msg = f"db-path {str(path)!r}: cannot switch to WAL mode ({mode})"
         raise StoreError(msg)
 
+
+
+@contextmanager
+def atomic(
+    conn: sqlite3.Connection, path: Path, what: str
+) -> Iterator[sqlite3.Connection]:
+    """One ``BEGIN IMMEDIATE … COMMIT`` on ``conn``; roll back on any
+    error.  A database error is a :class:`StoreError` naming db-path and
+    ``what`` failed."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+    except sqlite3.Error as e:
+        msg = f"db-path {str(path)!r}: {what} failed: {e}"
+        raise StoreError(msg) from e

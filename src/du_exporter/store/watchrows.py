@@ -13,13 +13,12 @@ from __future__ import annotations
 import json
 import sqlite3
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
-from du_exporter.errors import StoreError
-from du_exporter.store.db import connect
+from du_exporter.store.db import atomic, connect
 
 
 @dataclass(frozen=True)
@@ -72,19 +71,8 @@ class WatchRows:
     def close(self) -> None:
         self.conn.close()
 
-    @contextmanager
-    def _atomic(self) -> Iterator[sqlite3.Connection]:
-        try:
-            self.conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self.conn
-            except BaseException:
-                self.conn.execute("ROLLBACK")
-                raise
-            self.conn.execute("COMMIT")
-        except sqlite3.Error as e:
-            msg = f"db-path {str(self.path)!r}: watch publication failed: {e}"
-            raise StoreError(msg) from e
+    def _atomic(self) -> AbstractContextManager[sqlite3.Connection]:
+        return atomic(self.conn, self.path, "watch publication")
 
     def served(self, walk: bytes) -> int | None:
         """The generation of ``walk`` that scrapes read now."""

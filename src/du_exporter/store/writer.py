@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 import sqlite3
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from du_exporter.errors import MigrationError, StoreError
@@ -24,7 +24,7 @@ from du_exporter.store.completion import (
     sum_subtrees,
     to_sql,
 )
-from du_exporter.store.db import connect, enable_wal
+from du_exporter.store.db import atomic, connect, enable_wal
 from du_exporter.store.schema import SCHEMA_VERSION, migrate, user_version
 
 
@@ -90,20 +90,9 @@ class Store:
     def close(self) -> None:
         self.conn.close()
 
-    @contextmanager
-    def atomic(self) -> Iterator[sqlite3.Connection]:
+    def atomic(self) -> AbstractContextManager[sqlite3.Connection]:
         """One ``BEGIN IMMEDIATE … COMMIT``; roll back on any error."""
-        try:
-            self.conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self.conn
-            except BaseException:
-                self.conn.execute("ROLLBACK")
-                raise
-            self.conn.execute("COMMIT")
-        except sqlite3.Error as e:
-            msg = f"db-path {str(self.path)!r}: write failed: {e}"
-            raise StoreError(msg) from e
+        return atomic(self.conn, self.path, "write")
 
     def drop_incomplete(self) -> int:
         """Delete generations a crash or a failed scan left behind."""
