@@ -9,6 +9,7 @@ import platform
 import subprocess
 import sys
 import threading
+import time
 
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -247,6 +248,21 @@ def worker_pids() -> set[int]:
                     argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
                     if b"du_exporter.scan.worker" in argv:
                         pids.add(pid)
+    return pids
+
+
+def new_workers(before: set[int], count: int, timeout: float = 10.0) -> set[int]:
+    """The scan workers started since ``before``, once ``count`` are seen.
+
+    ``/proc/PID/task/TID/children`` is only a snapshot (the kernel documents
+    it as unreliable while children change), so poll until ``count`` show up
+    or ``timeout`` passes; the caller asserts on what was found.
+    """
+    deadline = time.monotonic() + timeout
+    pids = worker_pids() - before
+    while len(pids) < count and time.monotonic() < deadline:
+        time.sleep(0.02)
+        pids = worker_pids() - before
     return pids
 
 

@@ -15,7 +15,7 @@ from du_exporter.errors import ScanError
 from du_exporter.scan.model import Plan, Unit, UnitResult
 from du_exporter.scan.pool import ScanPool
 from du_exporter.store.rows import UnitRow
-from helpers import du, ioprio_of, worker_pids, write
+from helpers import du, ioprio_of, new_workers, worker_pids, write
 
 
 def plan_for(root: Path, iops: float = 0.0) -> tuple[Plan, Unit]:
@@ -50,7 +50,7 @@ class TestPriority:
         before = worker_pids()
         with ScanPool(2, level) as pool:
             pool.walk(plan, top, lambda *_: None, threading.Event())
-            pids = worker_pids() - before
+            pids = new_workers(before, 2)
             assert 2 == len(pids)
             for pid in pids:
                 want = (nice + os.nice(0), ioclass)
@@ -77,7 +77,7 @@ class TestFailures:
 
         before = worker_pids()
         with ScanPool(2) as pool:
-            pids = worker_pids() - before
+            pids = new_workers(before, 2)
 
             def kill_all() -> None:
                 for pid in pids:
@@ -98,7 +98,7 @@ class TestFailures:
         write(tmp_path / "t" / "f", 10)
         before = worker_pids()
         pool = ScanPool(2)
-        pids = worker_pids() - before
+        pids = new_workers(before, 2)
         assert 2 == len(pids)
         pool.terminate()
         assert not pool.alive()
