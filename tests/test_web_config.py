@@ -1,6 +1,6 @@
 """TLS, basic auth and headers: the exporter-toolkit web config.
 
-Certificates are made here with ``cryptography``: a CA, a server and a
+Certificates come from tests/pki.py: a CA, a server and a
 client certificate it signs, and a client certificate from another CA.
 Clients are real: ``ssl`` + ``http.client`` against a real server on
 127.0.0.1, and the real exporter as a subprocess.
@@ -10,9 +10,7 @@ Clients are real: ``ssl`` + ``http.client`` against a real server on
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import http.client
-import ipaddress
 import socket
 import ssl
 import threading
@@ -27,10 +25,6 @@ import pytest
 import structlog
 import yaml
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from prometheus_client import CollectorRegistry, Gauge
 
 from du_exporter import config as config_mod
@@ -41,114 +35,28 @@ from du_exporter.web.server import Pages, ServerHandle, start_server
 from du_exporter.web.webconfig import WebConfig
 from exporter import Exporter
 from helpers import metrics_render, run
+from pki import Ca, new_key, pem, pem_key
 
 
 # --- certificates
 
-Key = ec.EllipticCurvePrivateKey
-
-
-def _pem_key(key: Key, password: bytes | None = None) -> bytes:
-    encryption: serialization.KeySerializationEncryption = (
-        serialization.BestAvailableEncryption(password)
-        if password
-        else serialization.NoEncryption()
-    )
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        encryption,
-    )
-
-
-def _issue(
-    name: str,
-    key: Key,
-    issuer: x509.Certificate | None,
-    issuer_key: Key,
-    usage: x509.ObjectIdentifier | None,
-) -> x509.Certificate:
-    """A certificate for *key*: a CA when *usage* is None."""
-    now = dt.datetime.now(dt.UTC)
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer.subject if issuer else subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(hours=1))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.BasicConstraints(ca=usage is None, path_length=None),
-            critical=True,
-        )
-        .add_extension(
-            x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
-            critical=False,
-        )
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(
-                issuer_key.public_key()
-            ),
-            critical=False,
-        )
-    )
-    if usage is None:
-        builder = builder.add_extension(
-            x509.KeyUsage(
-                digital_signature=True, content_commitment=False,
-                key_encipherment=False, data_encipherment=False,
-                key_agreement=False, key_cert_sign=True, crl_sign=True,
-                encipher_only=False, decipher_only=False,
-            ),
-            critical=True,
-        )
-    else:
-        builder = builder.add_extension(
-            x509.ExtendedKeyUsage([usage]), critical=False
-        )
-    if usage == ExtendedKeyUsageOID.SERVER_AUTH:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([
-                x509.DNSName("localhost"),
-                x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-            ]),
-            critical=False,
-        )
-    return builder.sign(issuer_key, hashes.SHA256())
-
 
 def _make_pki() -> dict[str, bytes]:
     """File name -> PEM bytes for every certificate and key a test uses."""
-    def pem(cert: x509.Certificate) -> bytes:
-        return cert.public_bytes(serialization.Encoding.PEM)
-
-    ca_key, rogue_ca_key, server_key, client_key, rogue_key, other_key = (
-        ec.generate_private_key(ec.SECP256R1()) for _ in range(6)
-    )
-    ca = _issue("test CA", ca_key, None, ca_key, None)
-    rogue_ca = _issue("rogue CA", rogue_ca_key, None, rogue_ca_key, None)
-    server = _issue(
-        "127.0.0.1", server_key, ca, ca_key, ExtendedKeyUsageOID.SERVER_AUTH
-    )
-    client = _issue(
-        "scraper", client_key, ca, ca_key, ExtendedKeyUsageOID.CLIENT_AUTH
-    )
-    rogue = _issue(
-        "intruder", rogue_key, rogue_ca, rogue_ca_key,
-        ExtendedKeyUsageOID.CLIENT_AUTH,
-    )
+    ca, rogue_ca = Ca("test CA"), Ca("rogue CA")
+    server, server_key = ca.make("127.0.0.1")
+    client, client_key = ca.make("scraper", server=False, client=True)
+    rogue, rogue_key = rogue_ca.make("intruder", server=False, client=True)
     return {
-        "ca.crt": pem(ca),
+        "ca.crt": pem(ca.cert),
         "server.crt": pem(server),
-        "server.key": _pem_key(server_key),
+        "server.key": pem_key(server_key),
         "client.crt": pem(client),
-        "client.key": _pem_key(client_key),
+        "client.key": pem_key(client_key),
         "rogue.crt": pem(rogue),
-        "rogue.key": _pem_key(rogue_key),
-        "other.key": _pem_key(other_key),
-        "encrypted.key": _pem_key(server_key, b"secret"),
+        "rogue.key": pem_key(rogue_key),
+        "other.key": pem_key(new_key()),
+        "encrypted.key": pem_key(server_key, b"secret"),
         "garbage.txt": b"this is not PEM\n",
     }
 
