@@ -15,8 +15,6 @@ parses, has the expected objects, and its arguments are a valid config.
 from __future__ import annotations
 
 import copy
-import datetime as dt
-import ipaddress
 import json
 import shutil
 import subprocess
@@ -33,6 +31,7 @@ import yaml
 
 from exporter import Exporter
 from helpers import clean_env
+from pki import Ca
 from promserver import (
     REPO,
     Prometheus,
@@ -87,129 +86,19 @@ def _job(name: str, url: str, **extra: Any) -> dict[str, Any]:
 
 # --- certificates
 
-def _self_signed(directory: Path) -> tuple[Path, Path]:
-    """A self-signed server certificate for 127.0.0.1: (cert, key)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(hours=1))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.BasicConstraints(ca=False, path_length=None), critical=True
-        )
-        .add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
-            critical=False,
-        )
-        .add_extension(
-            x509.SubjectAlternativeName([
-                x509.DNSName("localhost"),
-                x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-            ]),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
+def _tls_files(directory: Path, *, client: bool = False) -> dict[str, Path]:
+    """A CA (``ca.crt``) and, signed by it, a server pair for 127.0.0.1
+    (``server.crt``/``.key``) and, with ``client``, a client pair
+    (``scraper.crt``/``.key``): the names the README's TLS example uses."""
     directory.mkdir()
-    cert_file, key_file = directory / "server.crt", directory / "server.key"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ))
-    key_file.chmod(0o600)
-    return cert_file, key_file
-
-
-def _write_key(key: Any, path: Path) -> None:
-    from cryptography.hazmat.primitives import serialization
-
-    path.write_bytes(key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ))
-    path.chmod(0o600)
-
-
-def _signed_pairs(directory: Path) -> dict[str, Path]:
-    """A CA and, signed by it, a server (127.0.0.1) and a client pair.
-
-    Named as the README's TLS example names them: ``ca.crt``,
-    ``server.crt``/``.key`` and ``scraper.crt``/``.key``.
-    """
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    directory.mkdir()
-    now = dt.datetime.now(dt.UTC)
-
-    def name(cn: str) -> x509.Name:
-        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-    def builder(subject: str, issuer: str, key: Any) -> x509.CertificateBuilder:
-        return (
-            x509.CertificateBuilder()
-            .subject_name(name(subject))
-            .issuer_name(name(issuer))
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(hours=1))
-            .not_valid_after(now + dt.timedelta(days=1))
-        )
-
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = (
-        builder("test CA", "test CA", ca_key)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False, content_commitment=False,
-                key_encipherment=False, data_encipherment=False,
-                key_agreement=False, key_cert_sign=True, crl_sign=True,
-                encipher_only=False, decipher_only=False,
-            ),
-            critical=True,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    files = {"ca.crt": directory / "ca.crt"}
-    files["ca.crt"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    for stem, usage in (
-        ("server", ExtendedKeyUsageOID.SERVER_AUTH),
-        ("scraper", ExtendedKeyUsageOID.CLIENT_AUTH),
-    ):
-        key = ec.generate_private_key(ec.SECP256R1())
-        cert = (
-            builder("127.0.0.1" if stem == "server" else "prometheus", "test CA", key)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-            .add_extension(
-                x509.SubjectAlternativeName([
-                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                ]),
-                critical=False,
-            )
-            .sign(ca_key, hashes.SHA256())
-        )
+    ca = Ca()
+    files = {"ca.crt": ca.write(directory)}
+    stems = ("server", "scraper") if client else ("server",)
+    for stem in stems:
+        ca.issue(directory, stem, server=stem == "server", client=stem == "scraper")
         files[f"{stem}.crt"] = directory / f"{stem}.crt"
-        files[f"{stem}.crt"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         files[f"{stem}.key"] = directory / f"{stem}.key"
-        _write_key(key, files[f"{stem}.key"])
+        files[f"{stem}.key"].chmod(0o600)
     return files
 
 
@@ -282,7 +171,8 @@ def _setup(
     """
     base = tmp_path_factory.mktemp("prometheus")
     tree = _tree(base / "tree")
-    cert, key = _self_signed(base / "tls")
+    tls_files = _tls_files(base / "tls")
+    cert, key = tls_files["server.crt"], tls_files["server.key"]
     hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4)).decode()
     web = base / "tls" / "web.yml"
     web.write_text(yaml.safe_dump({
@@ -298,7 +188,7 @@ def _setup(
     (base / "two-roots").mkdir()
     other = _tree(base / "other")  # not the tree the other jobs check
     roots = (other / "alpha", other / "gamma")
-    files = _signed_pairs(base / "readme")
+    files = _tls_files(base / "readme", client=True)
     readme_web = base / "readme" / "web.yml"
     readme_web.write_text(yaml.safe_dump(_readme_web_config()), encoding="utf-8")
     password_file = base / "readme" / "du.pw"
@@ -317,7 +207,7 @@ def _setup(
         auth = {"username": "prometheus", "password": PASSWORD}
         bad = {"username": "prometheus", "password": "not " + PASSWORD}
         https: dict[str, Any] = {
-            "scheme": "https", "tls_config": {"ca_file": str(cert)},
+            "scheme": "https", "tls_config": {"ca_file": str(tls_files["ca.crt"])},
         }
         address = readme_tls.url.split("://", 1)[1]
         readme_jobs = _readme_https_jobs(files, password_file, address)
