@@ -53,6 +53,7 @@
 #include <Python.h>
 
 #include <dirent.h>
+#include <limits.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -425,12 +426,47 @@ static int is_listed(int fd, u64 dev, u64 ino) {
     return fstat(fd, &st) == 0 && (u64)st.st_dev == dev && (u64)st.st_ino == ino;
 }
 
+/* open(path, flags) of a directory, however long the path: when the
+   kernel refuses it whole, piece by piece (each under PATH_MAX; flags
+   apply to the last piece). */
+static int open_dir(const char *path, int flags) {
+    int fd = open(path, flags);
+    if (fd >= 0 || errno != ENAMETOOLONG) return fd;
+    const int dir_flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC;
+    const char *rest = path;
+    int at = open(*rest == '/' ? "/" : ".", dir_flags);
+    char part[PATH_MAX];
+    while (*rest == '/') rest++;
+    while (at >= 0 && *rest) {
+        size_t cut = strlen(rest);
+        if (cut >= PATH_MAX) {
+            cut = PATH_MAX - 1;
+            while (cut > 0 && rest[cut] != '/') cut--;
+            if (cut == 0) {  /* one name longer than PATH_MAX */
+                close(at);
+                errno = ENAMETOOLONG;
+                return -1;
+            }
+        }
+        memcpy(part, rest, cut);
+        part[cut] = 0;
+        rest += cut;
+        while (*rest == '/') rest++;
+        int next = openat(at, part, *rest ? dir_flags : flags);
+        int err = errno;
+        close(at);
+        errno = err;
+        at = next;
+    }
+    return at;
+}
+
 /* Read, stat and sum one directory; no Python calls (runs without the GIL).
    Memory: one batch of names plus the records, never a stat per entry. */
 static int read_dir(const char *path, int sort_big, u64 dev, u64 ino,
                     int nofollow, scan_t *sc, pool_t *p) {
-    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC
-                  | (nofollow ? O_NOFOLLOW : 0));
+    int fd = open_dir(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC
+                      | (nofollow ? O_NOFOLLOW : 0));
     if (fd < 0)  /* a symlink or file now: vanished */
         return nofollow && (errno == ELOOP || errno == ENOTDIR) ? ENOENT : errno;
     if (!is_listed(fd, dev, ino)) {
@@ -591,6 +627,31 @@ static PyObject *scan_dir(PyObject *self, PyObject *args) {
     return result;
 }
 
+/* Read dirs[0..n) with up to `threads` threads (the caller's included);
+   call without the GIL.  -1: out of memory before anything was read. */
+static int pool_run(dir_t *dirs, size_t n, int threads, long long slow_ns) {
+    pool_t p;
+    memset(&p, 0, sizeof p);
+    p.dirs = dirs;
+    p.n_dirs = n;
+    p.threads = threads < 1 ? 1 : threads;
+    p.tids = calloc((size_t)p.threads, sizeof(pthread_t));
+    if (!p.tids) return -1;
+    pthread_mutex_init(&p.mu, NULL);
+    pthread_cond_init(&p.cv, NULL);
+    pthread_attr_init(&p.attr);
+    pthread_attr_setstacksize(&p.attr, THREAD_STACK);
+    p.started = now_ns();
+    p.slow_ns = slow_ns;
+    pool_work(&p);
+    for (int t = 0; t < p.spawned; t++) pthread_join(p.tids[t], NULL);
+    pthread_attr_destroy(&p.attr);
+    pthread_cond_destroy(&p.cv);
+    pthread_mutex_destroy(&p.mu);
+    free(p.tids);
+    return 0;
+}
+
 static PyObject *scan_dirs(PyObject *self, PyObject *args) {
     PyObject *list, *result = NULL, *keep = NULL;
     int by_owner, one_fs, threads;
@@ -604,17 +665,13 @@ static PyObject *scan_dirs(PyObject *self, PyObject *args) {
     keep = PySequence_Tuple(list);
     if (!keep) return NULL;
     Py_ssize_t n = PyTuple_GET_SIZE(keep);
-    pool_t p;
-    memset(&p, 0, sizeof p);
-    p.dirs = calloc(n ? (size_t)n : 1, sizeof(dir_t));
-    p.threads = threads < 1 ? 1 : threads;
-    p.tids = calloc((size_t)p.threads, sizeof(pthread_t));
-    if (!p.dirs || !p.tids) {
+    dir_t *dirs = calloc(n ? (size_t)n : 1, sizeof(dir_t));
+    if (!dirs) {
         PyErr_NoMemory();
         goto fail;
     }
     for (Py_ssize_t i = 0; i < n; i++) {
-        dir_t *d = &p.dirs[i];
+        dir_t *d = &dirs[i];
         const char *path;
         if (!PyArg_ParseTuple(PyTuple_GET_ITEM(keep, i), "ypKKp;a directory "
                               "is (path, sort_big, dev, ino, nofollow)", &path,
@@ -625,29 +682,23 @@ static PyObject *scan_dirs(PyObject *self, PyObject *args) {
         d->sc.one_fs = one_fs;
         d->sc.root_dev = (dev_t)root_dev;
     }
-    p.n_dirs = (size_t)n;
-    pthread_mutex_init(&p.mu, NULL);
-    pthread_cond_init(&p.cv, NULL);
-    pthread_attr_init(&p.attr);
-    pthread_attr_setstacksize(&p.attr, THREAD_STACK);
-    p.started = now_ns();
-    p.slow_ns = slow_ns;
+    int rc;
     Py_BEGIN_ALLOW_THREADS
-    pool_work(&p);
-    for (int t = 0; t < p.spawned; t++) pthread_join(p.tids[t], NULL);
+    rc = pool_run(dirs, (size_t)n, threads, slow_ns);
     Py_END_ALLOW_THREADS
-    pthread_attr_destroy(&p.attr);
-    pthread_cond_destroy(&p.cv);
-    pthread_mutex_destroy(&p.mu);
-    for (size_t i = 0; i < p.n_dirs; i++)
-        if (p.dirs[i].err == ENOMEM) {
+    if (rc < 0) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (dirs[i].err == ENOMEM) {
             PyErr_NoMemory();
             goto fail;
         }
     result = PyList_New(n);
     if (!result) goto fail;
-    for (size_t i = 0; i < p.n_dirs; i++) {
-        dir_t *d = &p.dirs[i];
+    for (Py_ssize_t i = 0; i < n; i++) {
+        dir_t *d = &dirs[i];
         if (d->err) {  /* an unreadable directory counts nothing of its own */
             int keep_owner = d->sc.by_owner, keep_one = d->sc.one_fs;
             scan_free(&d->sc);
@@ -660,16 +711,664 @@ static PyObject *scan_dirs(PyObject *self, PyObject *args) {
             Py_CLEAR(result);
             goto fail;
         }
-        PyList_SET_ITEM(result, (Py_ssize_t)i, item);
+        PyList_SET_ITEM(result, i, item);
     }
 fail:
-    if (p.dirs)
-        for (Py_ssize_t i = 0; i < n; i++) scan_free(&p.dirs[i].sc);
-    free(p.dirs);
-    free(p.tids);
+    if (dirs)
+        for (Py_ssize_t i = 0; i < n; i++) scan_free(&dirs[i].sc);
+    free(dirs);
     Py_DECREF(keep);
     return result;
 }
+
+/* --- Walk: a whole subtree unit, walked and summed here ------------------ */
+
+/* A row being summed: its directory or one below it is still pending. */
+typedef struct {
+    long long id, parent;     /* parent < 0: none (the walk's top row) */
+    long depth, level;        /* level < 0: not exported */
+    PyObject *path, *root;    /* bytes; root NULL when not exported */
+    u64 disk, apparent;
+    long long files, dirs;
+    double mtime;
+    long pending;             /* directories still to read that sum here */
+} wrow_t;
+
+/* A directory met: pending until read; then kept (dev and ino only) while
+   a directory below it is pending, for cycle detection. */
+typedef struct wnode {
+    struct wnode *up;         /* the directory above; NULL: the unit's top */
+    long refs;
+    u64 dev, ino, uid, disk;
+    long long apparent;
+    double mtime;
+    long depth;
+    char *path, *key;         /* freed once read */
+    size_t path_len, key_len;
+    int split;                /* gets a row of its own when popped */
+    wrow_t *acc;              /* not split: the row it sums into */
+    long long parent_id;      /* split: the row its own row hangs on */
+} wnode_t;
+
+typedef struct {
+    u64 uid, disk, apparent;
+} wowner_t;
+
+typedef struct {
+    PyObject_HEAD
+    wnode_t **stack;
+    size_t n_stack, cap_stack;
+    long long next_id;
+    PyObject *top;            /* the exporting root (bytes) */
+    long level;
+    int by_owner, one_fs, busy;
+    u64 root_dev;
+    int threads;
+    size_t batch;
+    long long slow_ns;
+    PyObject *sorts;          /* callable: dev -> whether fts sorts there */
+    u64 *sort_devs;           /* (dev, sorts) pairs asked so far */
+    size_t n_sort_devs;
+    u64 *anc;                 /* (dev, ino) pairs above the unit's top */
+    size_t n_anc;
+    dir_t *dirs;              /* one batch being read */
+    wnode_t **batch_nodes;
+    wrow_t **batch_rows;
+    /* What the current step collects. */
+    PyObject *rows, *links, *errors;
+    Py_ssize_t room;
+    long long unreadable, entries;
+    long long hist[N_BUCKETS + 1];
+    u64 hsum;
+    wowner_t *owners;
+    size_t n_owners;
+} WalkObject;
+
+static u64 times512(u64 blocks) {
+    return blocks > (~0ULL >> 9) ? ~0ULL : blocks << 9;
+}
+
+static void node_release(wnode_t *n) {
+    while (n && --n->refs == 0) {
+        wnode_t *up = n->up;
+        free(n->path);
+        free(n->key);
+        free(n);
+        n = up;
+    }
+}
+
+static void row_free(wrow_t *r) {
+    Py_XDECREF(r->path);
+    Py_XDECREF(r->root);
+    free(r);
+}
+
+/* `path` + "/" + `name` (no second slash after "/"), NUL-terminated. */
+static char *join(const char *path, size_t len, const char *name, size_t *out) {
+    size_t n = strlen(name);
+    int slash = len == 0 || path[len - 1] != '/';
+    char *s = malloc(len + slash + n + 1);
+    if (!s) return NULL;
+    memcpy(s, path, len);
+    if (slash) s[len] = '/';
+    memcpy(s + len + slash, name, n + 1);
+    *out = len + slash + n;
+    return s;
+}
+
+/* The order key of entry `index` of the directory with key `key`. */
+static PyObject *key_of(const wnode_t *d, size_t index) {
+    PyObject *k = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)d->key_len + 4);
+    if (!k) return NULL;
+    char *s = PyBytes_AS_STRING(k);
+    memcpy(s, d->key, d->key_len);
+    s += d->key_len;
+    s[0] = (char)(index >> 24);
+    s[1] = (char)(index >> 16);
+    s[2] = (char)(index >> 8);
+    s[3] = (char)index;
+    return k;
+}
+
+static int walk_error(WalkObject *w, const char *path, size_t len,
+                      const char *name, int code) {
+    w->unreadable++;
+    if (PyList_GET_SIZE(w->errors) >= w->room) return 0;
+    PyObject *p;
+    if (name) {
+        size_t n;
+        char *s = join(path, len, name, &n);
+        if (!s) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        p = PyBytes_FromStringAndSize(s, (Py_ssize_t)n);
+        free(s);
+    } else {
+        p = PyBytes_FromStringAndSize(path, (Py_ssize_t)len);
+    }
+    if (!p) return -1;
+    return append(w->errors, Py_BuildValue("(N i)", p, code));
+}
+
+static int walk_own(WalkObject *w, u64 uid, u64 disk, u64 apparent) {
+    for (size_t i = 0; i < w->n_owners; i++) {
+        wowner_t *o = &w->owners[i];
+        if (o->uid == uid) {
+            o->disk = sat_add(o->disk, disk);
+            o->apparent = sat_add(o->apparent, apparent);
+            return 0;
+        }
+    }
+    wowner_t *grown = realloc(w->owners, (w->n_owners + 1) * sizeof(wowner_t));
+    if (!grown) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    w->owners = grown;
+    grown[w->n_owners++] = (wowner_t){uid, disk, apparent};
+    return 0;
+}
+
+/* One directory summed into `r`: the last finishes the row. */
+static int pend_done(WalkObject *w, wrow_t *r) {
+    if (--r->pending) return 0;
+    PyObject *level = r->root ? PyLong_FromLong(r->level) : Py_NewRef(Py_None);
+    PyObject *parent = r->parent >= 0 ? PyLong_FromLongLong(r->parent)
+                                      : Py_NewRef(Py_None);
+    int rc = -1;
+    if (level && parent)
+        rc = append(w->rows, Py_BuildValue(
+            "(L O l O O O K K L L d)", r->id, parent, r->depth, r->path,
+            r->root ? r->root : Py_None, level, r->disk, r->apparent,
+            r->files, r->dirs, r->mtime));
+    Py_XDECREF(level);
+    Py_XDECREF(parent);
+    row_free(r);
+    return rc;
+}
+
+static wrow_t *row_new(long long id, long long parent, const wnode_t *d,
+                       PyObject *root, long level) {
+    wrow_t *r = calloc(1, sizeof *r);
+    if (!r) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    r->path = PyBytes_FromStringAndSize(d->path, (Py_ssize_t)d->path_len);
+    if (!r->path) {
+        free(r);
+        return NULL;
+    }
+    r->id = id;
+    r->parent = parent;
+    r->depth = d->depth;
+    r->root = Py_XNewRef(root);
+    r->level = level;
+    r->pending = 1;
+    return r;
+}
+
+static int stack_push(WalkObject *w, wnode_t *n) {
+    if (grow((void **)&w->stack, &w->cap_stack, w->n_stack + 1,
+             sizeof(wnode_t *)) < 0) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    w->stack[w->n_stack++] = n;
+    return 0;
+}
+
+/* Whether GNU fts sorts big directories on `dev` (asked once per device). */
+static int walk_sorts(WalkObject *w, u64 dev) {
+    for (size_t i = 0; i < w->n_sort_devs; i++)
+        if (w->sort_devs[2 * i] == dev) return (int)w->sort_devs[2 * i + 1];
+    PyObject *got = PyObject_CallFunction(w->sorts, "K", dev);
+    if (!got) return -1;
+    int yes = PyObject_IsTrue(got);
+    Py_DECREF(got);
+    if (yes < 0) return -1;
+    u64 *grown = realloc(w->sort_devs, (w->n_sort_devs + 1) * 2 * sizeof(u64));
+    if (!grown) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    w->sort_devs = grown;
+    grown[2 * w->n_sort_devs] = dev;
+    grown[2 * w->n_sort_devs++ + 1] = (u64)yes;
+    return yes;
+}
+
+/* (dev, ino) is a directory being walked: the unit's top or above it. */
+static int is_ancestor(const WalkObject *w, const wnode_t *d, u64 dev, u64 ino) {
+    for (; d; d = d->up)
+        if (d->dev == dev && d->ino == ino) return 1;
+    for (size_t i = 0; i < w->n_anc; i++)
+        if (w->anc[2 * i] == dev && w->anc[2 * i + 1] == ino) return 1;
+    return 0;
+}
+
+/* A subdirectory of `d` (which sums into `acc`) met in its listing. */
+static int walk_subdir(WalkObject *w, wnode_t *d, wrow_t *acc, const rec_t *r,
+                       const char *name) {
+    if (w->one_fs && r->dev != w->root_dev) return 0;  /* du -x: not counted */
+    if (is_ancestor(w, d, r->dev, r->ino))  /* du: FTS_DC, never entered */
+        return walk_error(w, d->path, d->path_len, name, -ELOOP);
+    acc->dirs++;
+    wnode_t *n = calloc(1, sizeof *n);
+    if (!n) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    n->path = join(d->path, d->path_len, name, &n->path_len);
+    n->key = malloc(d->key_len + 4);
+    if (!n->path || !n->key) {
+        free(n->path);
+        free(n->key);
+        free(n);
+        PyErr_NoMemory();
+        return -1;
+    }
+    memcpy(n->key, d->key, d->key_len);
+    n->key[d->key_len] = (char)(r->index >> 24);
+    n->key[d->key_len + 1] = (char)(r->index >> 16);
+    n->key[d->key_len + 2] = (char)(r->index >> 8);
+    n->key[d->key_len + 3] = (char)r->index;
+    n->key_len = d->key_len + 4;
+    n->refs = 1;
+    n->up = d;
+    d->refs++;
+    n->dev = r->dev;
+    n->ino = r->ino;
+    n->uid = r->uid;
+    n->disk = (u64)r->blocks << 9;  /* du_blocks: fits */
+    n->apparent = r->size;
+    n->mtime = r->mtime;
+    n->depth = d->depth + 1;
+    n->split = n->depth <= w->level;
+    if (n->split) {
+        n->parent_id = acc->id;
+    } else {
+        n->acc = acc;
+        acc->pending++;
+    }
+    if (stack_push(w, n) < 0) {
+        if (!n->split) acc->pending--;
+        node_release(n);
+        return -1;
+    }
+    return 0;
+}
+
+/* Add what reading `d` gave (x) to its row `acc` and the step's sums. */
+static int walk_fold(WalkObject *w, wnode_t *d, wrow_t *acc, dir_t *x) {
+    if (x->err) return walk_error(w, d->path, d->path_len, NULL, x->err);
+    const scan_t *sc = &x->sc;
+    for (size_t i = 0; i < sc->n_recs; i++)
+        if (sc->recs[i].kind == REC_ERR
+            && walk_error(w, d->path, d->path_len,
+                          sc->rec_names + sc->recs[i].name, sc->recs[i].err) < 0)
+            return -1;
+    w->entries += sc->count;
+    acc->files += sc->files;
+    acc->disk = sat_add(acc->disk, times512(sc->blocks));
+    acc->apparent = sat_add(acc->apparent, sc->apparent);
+    if (sc->mtime > acc->mtime) acc->mtime = sc->mtime;
+    w->hsum = sat_add(w->hsum, sc->hsum);
+    for (int k = 0; k <= N_BUCKETS; k++) w->hist[k] += sc->hist[k];
+    for (size_t i = 0; i < sc->n_owners; i++)
+        if (walk_own(w, sc->owners[i].uid, times512(sc->owners[i].blocks),
+                     sc->owners[i].apparent) < 0)
+            return -1;
+    for (size_t i = 0; i < sc->n_recs; i++) {
+        const rec_t *r = &sc->recs[i];
+        if (r->kind != REC_LINK) continue;
+        PyObject *key = key_of(d, r->index);
+        if (!key || append(w->links, Py_BuildValue(
+                "(L K K N K L K)", acc->id, r->dev, r->ino, key,
+                (u64)r->blocks << 9, r->size, r->uid)) < 0)
+            return -1;
+    }
+    for (size_t i = 0; i < sc->n_recs; i++) {
+        const rec_t *r = &sc->recs[i];
+        if (r->kind == REC_DIR
+            && walk_subdir(w, d, acc, r, sc->rec_names + r->name) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* Pop up to `batch` pending directories, read them with the thread pool,
+   fold them in: what one round of the Python walker's loop does. */
+static int walk_batch(WalkObject *w) {
+    size_t n = 0;
+    int rc = 0;
+    while (w->n_stack && n < w->batch) {
+        wnode_t *d = w->stack[--w->n_stack];
+        wrow_t *acc = d->acc;
+        if (d->split) {
+            acc = row_new(w->next_id, d->parent_id, d, w->top, d->depth);
+            if (!acc) {
+                node_release(d);
+                rc = -1;
+                break;
+            }
+            w->next_id++;
+        }
+        /* The directory's own inode, known since it was listed. */
+        if (d->mtime > acc->mtime) acc->mtime = d->mtime;
+        acc->disk = sat_add(acc->disk, d->disk);
+        acc->apparent = sat_add(acc->apparent, unsigned_of(d->apparent));
+        int sorts = walk_sorts(w, d->dev);
+        if (sorts < 0 || (w->by_owner
+                          && walk_own(w, d->uid, d->disk,
+                                      unsigned_of(d->apparent)) < 0)) {
+            w->batch_nodes[n] = d;  /* released below, unread */
+            w->batch_rows[n++] = acc;
+            rc = -1;
+            break;
+        }
+        dir_t *x = &w->dirs[n];
+        memset(x, 0, sizeof *x);
+        x->path = d->path;
+        x->sort_big = sorts;
+        x->dev = d->dev;
+        x->ino = d->ino;
+        x->nofollow = d->key_len != 0;  /* all but a root given as a symlink */
+        x->sc.by_owner = w->by_owner;
+        x->sc.one_fs = w->one_fs;
+        x->sc.root_dev = (dev_t)w->root_dev;
+        w->batch_nodes[n] = d;
+        w->batch_rows[n++] = acc;
+    }
+    if (!rc) {
+        int got;
+        Py_BEGIN_ALLOW_THREADS
+        got = pool_run(w->dirs, n, w->threads, w->slow_ns);
+        Py_END_ALLOW_THREADS
+        if (got < 0) {
+            PyErr_NoMemory();
+            rc = -1;
+        }
+        for (size_t i = 0; !rc && i < n; i++)
+            if (w->dirs[i].err == ENOMEM) {
+                PyErr_NoMemory();
+                rc = -1;
+            }
+    } else {
+        for (size_t i = 0; i < n; i++) memset(&w->dirs[i].sc, 0, sizeof(scan_t));
+    }
+    for (size_t i = 0; i < n; i++) {
+        wnode_t *d = w->batch_nodes[i];
+        if (!rc && walk_fold(w, d, w->batch_rows[i], &w->dirs[i]) < 0) rc = -1;
+        scan_free(&w->dirs[i].sc);
+        free(d->path);  /* only its dev and ino are needed from now on */
+        free(d->key);
+        d->path = d->key = NULL;
+        if (pend_done(w, w->batch_rows[i]) < 0) rc = -1;
+        node_release(d);
+    }
+    return rc;
+}
+
+/* The (dev, ino) of the directories above `d`, outermost first. */
+static PyObject *ancestors_of(const WalkObject *w, const wnode_t *d) {
+    size_t depth = 0;
+    for (const wnode_t *a = d->up; a; a = a->up) depth++;
+    PyObject *t = PyTuple_New((Py_ssize_t)(w->n_anc + depth));
+    if (!t) return NULL;
+    for (size_t i = 0; i < w->n_anc; i++) {
+        PyObject *pair = Py_BuildValue("(K K)", w->anc[2 * i], w->anc[2 * i + 1]);
+        if (!pair) goto fail;
+        PyTuple_SET_ITEM(t, (Py_ssize_t)i, pair);
+    }
+    size_t at = w->n_anc + depth;
+    for (const wnode_t *a = d->up; a; a = a->up) {
+        PyObject *pair = Py_BuildValue("(K K)", a->dev, a->ino);
+        if (!pair) goto fail;
+        PyTuple_SET_ITEM(t, (Py_ssize_t)--at, pair);
+    }
+    return t;
+fail:
+    Py_DECREF(t);
+    return NULL;
+}
+
+/* Hand every pending directory back, each to get a row of its own hanging
+   on the row it would join: (Unit fields, row id) for each, bottom first. */
+static int walk_give_back(WalkObject *w, PyObject *children) {
+    int rc = 0;
+    for (size_t i = 0; i < w->n_stack; i++) {
+        wnode_t *d = w->stack[i];
+        if (!rc) {
+            PyObject *anc = ancestors_of(w, d);
+            PyObject *unit = anc ? Py_BuildValue(
+                "(y# y# K L d N O O K K K l)", d->path, (Py_ssize_t)d->path_len,
+                d->key, (Py_ssize_t)d->key_len, d->disk, d->apparent, d->mtime,
+                anc, Py_False, Py_False, d->dev, d->ino, d->uid, d->depth)
+                : NULL;
+            if (!unit || append(children, Py_BuildValue(
+                    "(N L)", unit, d->split ? d->parent_id : d->acc->id)) < 0)
+                rc = -1;
+        }
+        if (!d->split && pend_done(w, d->acc) < 0) rc = -1;
+        node_release(d);
+    }
+    w->n_stack = 0;
+    return rc;
+}
+
+static PyObject *walk_step(WalkObject *w, PyObject *args) {
+    PyObject *take, *children = NULL, *hist = NULL, *owners = NULL,
+             *result = NULL;
+    Py_ssize_t room, limit;
+    if (!PyArg_ParseTuple(args, "Onn", &take, &room, &limit)) return NULL;
+    if (w->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "Walk.step is already running");
+        return NULL;
+    }
+    w->busy = 1;
+    w->rows = PyList_New(0);
+    w->links = PyList_New(0);
+    w->errors = PyList_New(0);
+    children = PyList_New(0);
+    w->room = room;
+    w->unreadable = w->entries = 0;
+    w->hsum = 0;
+    memset(w->hist, 0, sizeof w->hist);
+    w->n_owners = 0;
+    if (!w->rows || !w->links || !w->errors || !children) goto done;
+    while (w->n_stack) {
+        if (w->n_stack > 1 && take != Py_None) {
+            PyObject *got = PyObject_CallNoArgs(take);
+            int hungry = got ? PyObject_IsTrue(got) : -1;
+            Py_XDECREF(got);
+            if (hungry < 0) goto done;
+            if (hungry) {
+                if (walk_give_back(w, children) < 0) goto done;
+                break;
+            }
+        }
+        if (walk_batch(w) < 0) goto done;
+        if (limit > 0
+            && PyList_GET_SIZE(w->rows) + PyList_GET_SIZE(w->links) >= limit)
+            break;
+    }
+    hist = PyList_New(N_BUCKETS + 1);
+    owners = PyList_New(0);
+    if (!hist || !owners) goto done;
+    for (int k = 0; k <= N_BUCKETS; k++) {
+        PyObject *v = PyLong_FromLongLong(w->hist[k]);
+        if (!v) goto done;
+        PyList_SET_ITEM(hist, k, v);
+    }
+    for (size_t i = 0; i < w->n_owners; i++)
+        if (append(owners, Py_BuildValue("(K K K)", w->owners[i].uid,
+                                         w->owners[i].disk,
+                                         w->owners[i].apparent)) < 0)
+            goto done;
+    result = Py_BuildValue("(O O O O L L O K O O)", w->rows, w->links,
+                           children, w->errors, w->unreadable, w->entries,
+                           hist, w->hsum, owners,
+                           w->n_stack ? Py_False : Py_True);
+done:
+    Py_CLEAR(w->rows);
+    Py_CLEAR(w->links);
+    Py_CLEAR(w->errors);
+    Py_XDECREF(children);
+    Py_XDECREF(hist);
+    Py_XDECREF(owners);
+    w->busy = 0;
+    return result;
+}
+
+static void walk_dealloc(WalkObject *w) {
+    for (size_t i = 0; i < w->n_stack; i++) {
+        wnode_t *d = w->stack[i];
+        if (!d->split && --d->acc->pending == 0) row_free(d->acc);
+        node_release(d);
+    }
+    free(w->stack);
+    free(w->sort_devs);
+    free(w->anc);
+    free(w->dirs);
+    free(w->batch_nodes);
+    free(w->batch_rows);
+    free(w->owners);
+    Py_XDECREF(w->top);
+    Py_XDECREF(w->sorts);
+    Py_TYPE(w)->tp_free((PyObject *)w);
+}
+
+static PyObject *walk_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
+    static char *names[] = {
+        "unit", "base", "parent", "export", "top", "level", "owners", "one_fs",
+        "root_dev", "threads", "batch", "slow_ns", "sorts", NULL};
+    PyObject *unit, *parent, *export, *top, *sorts, *anc;
+    long long base, slow_ns;
+    long level;
+    int by_owner, one_fs, threads;
+    unsigned long long root_dev;
+    Py_ssize_t batch;
+    if (!PyArg_ParseTupleAndKeywords(
+            args, kw, "O!LOOSlppKinLO:Walk", names, &PyTuple_Type, &unit,
+            &base, &parent, &export, &top, &level, &by_owner, &one_fs,
+            &root_dev, &threads, &batch, &slow_ns, &sorts))
+        return NULL;
+    const char *path, *key;
+    Py_ssize_t path_len, key_len;
+    unsigned long long disk, dev, ino, uid;
+    long long apparent;
+    double mtime;
+    int linked, via;
+    long depth;
+    if (!PyArg_ParseTuple(unit, "y#y#KLdO!ppKKKl;a Unit", &path, &path_len,
+                          &key, &key_len, &disk, &apparent, &mtime,
+                          &PyTuple_Type, &anc, &linked, &via, &dev, &ino, &uid,
+                          &depth))
+        return NULL;
+    PyObject *root = NULL;
+    long top_level = -1;
+    if (export != Py_None
+        && !PyArg_ParseTuple(export, "Sl;export is (root, level) or None",
+                             &root, &top_level))
+        return NULL;
+    long long parent_id = -1;
+    if (parent != Py_None) {
+        parent_id = PyLong_AsLongLong(parent);
+        if (parent_id == -1 && PyErr_Occurred()) return NULL;
+    }
+    if (batch < 1 || !PyCallable_Check(sorts)) {
+        PyErr_SetString(PyExc_ValueError, "batch >= 1 and a callable sorts");
+        return NULL;
+    }
+    WalkObject *w = (WalkObject *)type->tp_alloc(type, 0);  /* zeroed */
+    if (!w) return NULL;
+    w->top = Py_NewRef(top);
+    w->sorts = Py_NewRef(sorts);
+    w->level = level;
+    w->by_owner = by_owner;
+    w->one_fs = one_fs;
+    w->root_dev = root_dev;
+    w->threads = threads;
+    w->batch = (size_t)batch;
+    w->slow_ns = slow_ns;
+    w->next_id = base + 1;
+    Py_ssize_t n_anc = PyTuple_GET_SIZE(anc);
+    w->anc = malloc((size_t)(n_anc ? n_anc : 1) * 2 * sizeof(u64));
+    w->dirs = calloc((size_t)batch, sizeof(dir_t));
+    w->batch_nodes = calloc((size_t)batch, sizeof(wnode_t *));
+    w->batch_rows = calloc((size_t)batch, sizeof(wrow_t *));
+    wnode_t *n = calloc(1, sizeof *n);
+    if (n) {
+        n->path = malloc((size_t)path_len + 1);
+        n->key = malloc((size_t)key_len + 1);
+    }
+    if (!w->anc || !w->dirs || !w->batch_nodes || !w->batch_rows || !n
+        || !n->path || !n->key) {
+        if (n) {
+            free(n->path);
+            free(n->key);
+            free(n);
+        }
+        Py_DECREF(w);
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t i = 0; i < n_anc; i++) {
+        unsigned long long a_dev, a_ino;
+        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(anc, i), "KK", &a_dev, &a_ino)) {
+            free(n->path);
+            free(n->key);
+            free(n);
+            Py_DECREF(w);
+            return NULL;
+        }
+        w->anc[2 * i] = a_dev;
+        w->anc[2 * i + 1] = a_ino;
+    }
+    w->n_anc = (size_t)n_anc;
+    memcpy(n->path, path, (size_t)path_len + 1);
+    memcpy(n->key, key, (size_t)key_len);
+    n->path_len = (size_t)path_len;
+    n->key_len = (size_t)key_len;
+    n->refs = 1;
+    n->dev = dev;
+    n->ino = ino;
+    n->uid = uid;
+    n->disk = disk;
+    n->apparent = apparent;
+    n->mtime = mtime;
+    n->depth = depth;
+    n->acc = row_new(base, parent_id, n, root, top_level);
+    if (!n->acc || stack_push(w, n) < 0) {
+        if (n->acc) row_free(n->acc);
+        node_release(n);
+        Py_DECREF(w);
+        return NULL;
+    }
+    return (PyObject *)w;
+}
+
+static PyMethodDef walk_methods[] = {
+    {"step", (PyCFunction)walk_step, METH_VARARGS,
+     "step(take, room, limit) -> (rows, links, children, errors, unreadable, "
+     "entries, histogram, histogram_sum, owners, done) (see the module "
+     "source)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject WalkType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "du_exporter.scan._fastscan.Walk",
+    .tp_basicsize = sizeof(WalkObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "The walk of one subtree unit (see the module source).",
+    .tp_new = walk_new,
+    .tp_dealloc = (destructor)walk_dealloc,
+    .tp_methods = walk_methods,
+};
+
 
 static PyMethodDef methods[] = {
     {"scan_dir", scan_dir, METH_VARARGS,
@@ -690,4 +1389,10 @@ static struct PyModuleDef module = {
     NULL, NULL, NULL, NULL,
 };
 
-PyMODINIT_FUNC PyInit__fastscan(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__fastscan(void) {
+    if (PyType_Ready(&WalkType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m && PyModule_AddObjectRef(m, "Walk", (PyObject *)&WalkType) < 0)
+        Py_CLEAR(m);
+    return m;
+}

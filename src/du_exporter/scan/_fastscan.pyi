@@ -1,3 +1,4 @@
+from collections.abc import Callable
 from typing import TypeAlias
 
 #: What one directory read returns: entries, files, blocks, apparent,
@@ -39,3 +40,51 @@ def scan_dirs(
     slow_ns: int,
     /,
 ) -> list[DirResult]: ...
+
+#: A directory handed back (the fields of ``model.Unit``), with the row id
+#: it hangs on.
+Handed: TypeAlias = tuple[
+    tuple[
+        bytes, bytes, int, int, float, tuple[tuple[int, int], ...], bool,
+        bool, int, int, int, int,
+    ],
+    int,
+]
+
+#: What one ``Walk.step`` gives: rows, links, hand-backs, errors as
+#: (path, errno; negative: a directory cycle), unreadable, entries,
+#: histogram, histogram sum, per-owner (uid, disk, apparent), done.
+StepResult: TypeAlias = tuple[
+    list[tuple[int, int | None, int, bytes, bytes | None, int | None, int, int,
+               int, int, float]],
+    list[tuple[int, int, int, bytes, int, int, int]],
+    list[Handed],
+    list[tuple[bytes, int]],
+    int,
+    int,
+    list[int],
+    int,
+    list[tuple[int, int, int]],
+    bool,
+]
+
+class Walk:
+    def __init__(
+        self,
+        unit: tuple[object, ...],
+        base: int,
+        parent: int | None,
+        export: tuple[bytes, int] | None,
+        top: bytes,
+        level: int,
+        owners: bool,
+        one_fs: bool,
+        root_dev: int,
+        threads: int,
+        batch: int,
+        slow_ns: int,
+        sorts: Callable[[int], bool],
+    ) -> None: ...
+    def step(
+        self, take: Callable[[], bool] | None, room: int, limit: int, /
+    ) -> StepResult: ...

@@ -27,7 +27,7 @@ import os
 from bisect import bisect_left
 from collections.abc import Callable
 from stat import S_ISDIR, S_ISLNK, S_ISREG
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from du_exporter.scan.budget import Throttle
 from du_exporter.scan.fs import (
@@ -52,6 +52,10 @@ from du_exporter.scan.model import (
     du_blocks,
     saturate,
 )
+
+
+if TYPE_CHECKING:
+    from du_exporter.scan import _fastscan
 
 
 _KEY_WIDTH = 4
@@ -205,6 +209,15 @@ def _batch_reader(engine: str) -> ScanDirs | None:
     return scan_dirs
 
 
+def _walk_type(engine: str) -> type[_fastscan.Walk] | None:
+    """The C walk of a whole unit, when ``engine`` runs the C reader."""
+    if engine_name(engine) != "c":
+        return None
+    from du_exporter.scan import _fastscan  # noqa: PLC0415 - optional module
+
+    return _fastscan.Walk
+
+
 def engine_available(engine: str) -> bool:
     """Whether ``engine`` (a value of ``scan-engine``) can run here."""
     try:
@@ -243,6 +256,12 @@ class _Walker:
         self.sortable: dict[int, bool] = {}
         self.fast = _fast_engine(plan.engine)
         self.batch = _batch_reader(plan.engine)
+        #: The whole walk in C, where it keeps every rule: the C reader,
+        #: one exported root, nothing ignored, no symlinks followed, no
+        #: I/O budget.
+        self.walk = _walk_type(plan.engine) if (
+            not self.nested and not plan.ignore and not plan.follow_symlinks
+            and plan.iops <= 0) else None
         threads = max(1, plan.threads)
         self.batch_size = threads * BATCH_PER_THREAD
         if plan.iops > 0:
@@ -250,6 +269,8 @@ class _Walker:
                 self.batch_size, int(plan.iops * BATCH_BUDGET_SECONDS)))
 
     def run(self, unit: Unit, base: int, parent: int | None) -> UnitResult:
+        if self.walk is not None:
+            return self._run_c(self.walk, unit, base, parent)
         res = UnitResult(path=unit.path)
         top = _Row(base, parent, unit, self.plan.export_of(unit.path))
         self.next_id = base + 1
@@ -272,6 +293,49 @@ class _Walker:
                 self._pend_done(acc, res)
             if (self.emit is not None
                     and len(res.rows) + len(res.links) >= ROWS_PER_MESSAGE):
+                self.emit(res)
+                room = res.error_room - len(res.errors)
+                res = UnitResult(path=unit.path, error_room=room)
+        res.final = True
+        return res
+
+    def _run_c(
+        self,
+        walk: type[_fastscan.Walk],
+        unit: Unit,
+        base: int,
+        parent: int | None,
+    ) -> UnitResult:
+        """``run`` with the whole loop in C (``_fastscan.Walk``): the same
+        rows, links, messages and hand-backs, no Python per directory."""
+        plan = self.plan
+        walker = walk(unit, base, parent, plan.export_of(unit.path), self.top,
+                      self.level, plan.owner_usage, plan.one_file_system,
+                      plan.root_dev, plan.threads, self.batch_size,
+                      SLOW_NS_PER_OP, self._sorts)
+        take = self.hunger.take if self.hunger else None
+        limit = ROWS_PER_MESSAGE if self.emit is not None else 0
+        res = UnitResult(path=unit.path)
+        while True:
+            (rows, links, children, errors, unreadable, entries, hist, hsum,
+             owners, done) = walker.step(
+                 take, res.error_room - len(res.errors), limit)
+            res.rows += rows
+            res.links += links
+            res.children += [(Unit._make(d), acc) for d, acc in children]
+            res.unreadable += unreadable
+            res.errors += [
+                (path, _CYCLE if code < 0 else os.strerror(code))
+                for path, code in errors]
+            res.entries += entries
+            res.histogram = [a + b for a, b in zip(res.histogram, hist,
+                                                   strict=True)]
+            res.histogram_sum += hsum
+            for uid, disk, apparent in owners:
+                res.own(uid, disk, apparent)
+            if done:
+                break
+            if self.emit is not None and len(rows) + len(links) >= limit:
                 self.emit(res)
                 room = res.error_room - len(res.errors)
                 res = UnitResult(path=unit.path, error_room=room)
