@@ -218,6 +218,15 @@ def _walk_type(engine: str) -> type[_fastscan.Walk] | None:
     return _fastscan.Walk
 
 
+def walks_in_c(plan: Plan) -> bool:
+    """Whether a unit of ``plan`` is walked wholly in C (``_fastscan.Walk``):
+    the C reader, one exported root, nothing ignored, no symlinks
+    followed, no ``max-iops``; else the loop is Python's, reading batches
+    with the same reader."""
+    return (engine_name(plan.engine) == "c" and len(plan.exports) == 1
+            and not plan.ignore and not plan.follow_symlinks and plan.iops <= 0)
+
+
 def engine_available(engine: str) -> bool:
     """Whether ``engine`` (a value of ``scan-engine``) can run here."""
     try:
@@ -256,12 +265,7 @@ class _Walker:
         self.sortable: dict[int, bool] = {}
         self.fast = _fast_engine(plan.engine)
         self.batch = _batch_reader(plan.engine)
-        #: The whole walk in C, where it keeps every rule: the C reader,
-        #: one exported root, nothing ignored, no symlinks followed, no
-        #: I/O budget.
-        self.walk = _walk_type(plan.engine) if (
-            not self.nested and not plan.ignore and not plan.follow_symlinks
-            and plan.iops <= 0) else None
+        self.walk = _walk_type(plan.engine) if walks_in_c(plan) else None
         threads = max(1, plan.threads)
         self.batch_size = threads * BATCH_PER_THREAD
         if plan.iops > 0:

@@ -1,0 +1,300 @@
+"""The walk of a whole unit in C (``_fastscan.Walk``) on the trees that
+stress it, in this process: every exported directory equals GNU du run in
+the same test, and every message equals the one the Python loop sends.
+
+The sums of a walk's messages are made here as the store makes them:
+each inode of several links counted once, in the row of its smallest
+order key, then every row's subtree summed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import subprocess
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+import fusefs
+
+from du_exporter.scan.model import (
+    MAX_ERRORS,
+    ROWS_PER_MESSAGE,
+    U64_MAX,
+    Plan,
+    Unit,
+    UnitResult,
+)
+from du_exporter.scan.walker import engine_available, scan_unit, walks_in_c
+from du_exporter.store.rows import UnitRow
+from helpers import du, write
+
+
+pytestmark = pytest.mark.skipif(
+    not engine_available("c"), reason="the C reader is not built"
+)
+
+
+def plan_of(root: Path, level: int, **extra: object) -> tuple[Plan, Unit]:
+    st = os.stat(root)
+    plan = Plan(exports=((os.fsencode(root), level),), ignore=(),
+                one_file_system=False, follow_symlinks=False,
+                root_dev=st.st_dev, engine="c", owner_usage=True)
+    plan = dataclasses.replace(plan, **extra)  # type: ignore[arg-type]
+    top = Unit(os.fsencode(root), b"", st.st_blocks * 512, st.st_size,
+               st.st_mtime, dev=st.st_dev, ino=st.st_ino, uid=st.st_uid)
+    return plan, top
+
+
+def python_loop(plan: Plan) -> Plan:
+    """The same plan walked by the Python loop (with the same C reader):
+    a budget no test reaches turns the C walk off."""
+    slow = dataclasses.replace(plan, iops=1e12)
+    assert walks_in_c(plan)
+    assert not walks_in_c(slow)
+    return slow
+
+
+class Hungry:
+    """Idle workers every ``every``-th question: units split mid-walk."""
+
+    def __init__(self, every: int) -> None:
+        self.every = every
+        self.asked = 0
+
+    def take(self) -> bool:
+        self.asked += 1
+        return self.asked % self.every == 0
+
+
+def walk_all(
+    plan: Plan, top: Unit, hunger: Hungry | None = None
+) -> list[UnitResult]:
+    """Every message of a walk, the units handed back walked in turn as
+    the pool does (ids from the unit's task number)."""
+    out: list[UnitResult] = []
+    todo: list[tuple[Unit, int | None]] = [(top, None)]
+    task = 0
+    while todo:
+        unit, parent = todo.pop()
+        last = scan_unit(plan, unit, task << 32, parent, hunger,
+                         emit=out.append)
+        out.append(last)
+        todo += last.children
+        task += 1
+    return out
+
+
+def totals(messages: Sequence[UnitResult], attr: str) -> dict[bytes, int]:
+    """Exported directory -> its size, as the store sums the messages."""
+    rows = {r[0]: UnitRow(*r) for m in messages for r in m.rows}
+    assert len(rows) == sum(len(m.rows) for m in messages)  # ids unique
+    own = {i: int(getattr(r, attr)) for i, r in rows.items()}
+    first: dict[tuple[int, int], tuple[bytes, int, int]] = {}
+    for m in messages:
+        for row_id, dev, ino, key, disk, apparent, _uid in m.links:
+            size = disk if attr == "disk" else apparent
+            if (dev, ino) not in first or key < first[dev, ino][0]:
+                first[dev, ino] = (key, row_id, size)
+    for _key, row_id, size in first.values():
+        own[row_id] += size
+    for r in sorted(rows.values(), key=lambda r: -r.depth):
+        if r.parent is not None:
+            own[r.parent] += own[r.id]
+    return {r.path: min(own[r.id], U64_MAX) for r in rows.values()
+            if r.root is not None}
+
+
+def assert_equals_du(root: Path, level: int, messages: list[UnitResult],
+                     *du_args: str) -> None:
+    for attr, flag in (("disk", "-B1"), ("apparent", "-b")):
+        expected = du(root, flag, f"--max-depth={level}", *du_args)
+        assert expected == totals(messages, attr)
+
+
+def same_messages(a: Sequence[UnitResult], b: Sequence[UnitResult]) -> None:
+    """Message for message, what the two walks sent is the same."""
+    assert [dataclasses.astuple(m) for m in a] == [
+        dataclasses.astuple(m) for m in b]
+
+
+def same_walk(a: Sequence[UnitResult], b: Sequence[UnitResult]) -> None:
+    """The two walks sent the same rows, links and counts (in messages
+    cut elsewhere: the Python loop reads a chain of long paths in one
+    round)."""
+    def flat(ms: Sequence[UnitResult]) -> tuple[object, ...]:
+        return (sorted(r for m in ms for r in m.rows),
+                sorted(x for m in ms for x in m.links),
+                [e for m in ms for e in m.errors],
+                sum(m.entries for m in ms), sum(m.unreadable for m in ms),
+                [sum(h) for h in zip(*(m.histogram for m in ms), strict=True)],
+                sum(m.histogram_sum for m in ms))
+    assert flat(a) == flat(b)
+
+
+def many_dirs(root: Path, fan: int) -> Path:
+    """``fan`` x ``fan`` directories of one file each, and hard links
+    between far-apart ones."""
+    for i in range(fan):
+        for j in range(fan):
+            write(root / f"a{i:03d}" / f"b{j:03d}" / "f", 100 * i + j)
+    for i in range(0, fan, 7):
+        os.link(root / f"a{i:03d}" / "b000" / "f",
+                root / f"a{fan - 1 - i:03d}" / f"b{i:03d}" / "link")
+    return root
+
+
+@contextlib.contextmanager
+def mounted(*args: str | Path) -> Iterator[None]:
+    done = subprocess.run(["mount", *map(str, args)], capture_output=True,
+                          check=False)
+    if done.returncode:
+        pytest.skip(f"cannot mount here (not root?): {done.stderr!r}")
+    try:
+        yield
+    finally:
+        subprocess.run(["umount", str(args[-1])], check=True)
+
+
+class TestDeepTree:
+    """Deeper than any fixed C stack and than PATH_MAX: no recursion, the
+    long paths opened piece by piece."""
+
+    DEPTH = 2500
+
+    def test_thousands_of_levels(self, tmp_path: Path) -> None:
+        root = tmp_path / "t"
+        root.mkdir()
+        fd = os.open(root, os.O_RDONLY)
+        try:
+            for i in range(self.DEPTH):
+                os.mkdir("d", dir_fd=fd)
+                if i % 500 == 0:
+                    with open(os.open("f", os.O_WRONLY | os.O_CREAT, 0o644,
+                                      dir_fd=fd), "wb") as f:
+                        f.write(b"x" * (1000 + i))
+                new = os.open("d", os.O_RDONLY, dir_fd=fd)
+                os.close(fd)
+                fd = new
+        finally:
+            os.close(fd)
+        try:
+            for level in (0, 3, self.DEPTH + 1):
+                plan, top = plan_of(root, level)
+                got = walk_all(plan, top)
+                assert not any(m.errors for m in got)
+                assert sum(m.entries for m in got) == self.DEPTH + 5
+                assert_equals_du(root, level, got)
+                same_walk(got, walk_all(python_loop(plan), top))
+        finally:  # too deep for shutil.rmtree's recursion
+            subprocess.run(["rm", "-rf", root], check=True)
+
+
+class TestHungerSplitsMidUnit:
+    """Idle workers take the pending directories of a unit being walked;
+    each comes back a unit of its own, its row on the right parent."""
+
+    @pytest.mark.parametrize("every", [1, 2, 5])
+    @pytest.mark.parametrize("level", [0, 1, 2])
+    def test_split_equals_du(self, tmp_path: Path, every: int, level: int) -> None:
+        root = many_dirs(tmp_path / "t", 12)
+        plan, top = plan_of(root, level)
+        c_walk = walk_all(plan, top, Hungry(every))
+        assert sum(m.final for m in c_walk) > 1  # it did split
+        assert_equals_du(root, level, c_walk)
+        same_messages(c_walk, walk_all(python_loop(plan), top, Hungry(every)))
+
+    def test_bind_mount_cycle_across_split_units(self, tmp_path: Path) -> None:
+        """The units handed back carry their ancestors: a bind mount of
+        ``a`` into ``a/b/c`` is still a cycle (du: not counted, not entered,
+        one error) however the walk is split."""
+        root = tmp_path / "t"
+        a = root / "a"
+        write(a / "f", 5_000)
+        write(a / "b" / "c" / "g", 7_000)
+        write(root / "x" / "h", 3_000)
+        with mounted("--bind", a, a / "b" / "c"):
+            for every in (1, 3, 1000):
+                plan, top = plan_of(root, 4)
+                got = walk_all(plan, top, Hungry(every))
+                assert_equals_du(root, 4, got)
+                errors = [e for m in got for e in m.errors]
+                cycle = ("circular directory structure: a directory "
+                         "containing itself")
+                assert errors == [(os.fsencode(a / "b" / "c"), cycle)]
+                same_messages(got, walk_all(python_loop(plan), top,
+                                            Hungry(every)))
+
+    def test_one_file_system_with_tmpfs_inside(self, tmp_path: Path) -> None:
+        root = many_dirs(tmp_path / "t", 6)
+        mnt = root / "a001" / "mnt"
+        mnt.mkdir()
+        with mounted("-t", "tmpfs", "tmpfs", mnt):
+            write(mnt / "inside" / "big", 300_000)
+            for one_fs, du_args in ((True, ("-x",)), (False, ())):
+                plan, top = plan_of(root, 3, one_file_system=one_fs)
+                got = walk_all(plan, top, Hungry(2))
+                assert_equals_du(root, 3, got, *du_args)
+                paths = {r[3] for m in got for r in m.rows}
+                assert (os.fsencode(mnt / "inside") in paths) is not one_fs
+                same_messages(got, walk_all(python_loop(plan), top, Hungry(2)))
+
+
+class TestStreaming:
+    """A unit of thousands of exported directories streams its rows."""
+
+    def test_rows_per_message(self, tmp_path: Path) -> None:
+        root = many_dirs(tmp_path / "t", 45)
+        plan, top = plan_of(root, 2)
+        got = walk_all(plan, top)
+        assert [m.final for m in got] == [False] * (len(got) - 1) + [True]
+        assert len(got) > 2
+        for m in got[:-1]:
+            assert len(m.rows) + len(m.links) >= ROWS_PER_MESSAGE
+            assert len(m.rows) + len(m.links) < 2 * ROWS_PER_MESSAGE
+        assert len({r[0] for m in got for r in m.rows}) == 1 + 45 + 45 * 45
+        assert_equals_du(root, 2, got)
+        same_messages(got, walk_all(python_loop(plan), top))
+
+    def test_errors_capped_over_messages(self, tmp_path: Path) -> None:
+        """More cycles (bind mounts of the root inside it) than a unit
+        names: each counted, MAX_ERRORS named over all its messages, the
+        same ones as the Python loop names."""
+        root = many_dirs(tmp_path / "t", 40)
+        targets = [root / f"a{i:03d}" / "b005" for i in range(0, 40, 3)]
+        targets += [root / f"a{i:03d}" / "b030" for i in range(0, 40, 3)]
+        with contextlib.ExitStack() as stack:
+            for target in targets:
+                stack.enter_context(mounted("--bind", root, target))
+            plan, top = plan_of(root, 2)
+            got = walk_all(plan, top)
+            assert len([m for m in got if m.errors]) >= 2  # named in both
+            assert sum(m.unreadable for m in got) == len(targets) > MAX_ERRORS
+            assert sum(len(m.errors) for m in got) == MAX_ERRORS
+            assert_equals_du(root, 2, got)
+            same_messages(got, walk_all(python_loop(plan), top))
+
+
+class TestSymlinkSwap:
+    """A directory the FUSE fixture turns into a symlink once its parent
+    is listed: never followed, counted as du counts it."""
+
+    def test_swapped_after_listing(self, tmp_path: Path) -> None:
+        if fusefs.unavailable():
+            pytest.skip(str(fusefs.unavailable()))
+        src = tmp_path / "src"
+        write(src / "a" / "f", 5_000)
+        write(src / "d" / "e" / "g", 10)
+        os.link(src / "a" / "f", src / "d" / "e" / "f-again")
+        outside = tmp_path / "secret"
+        os.truncate(write(outside / "SECRET", 0), 1 << 40)
+        swap = {"d": str(outside), "d/e": str(outside)}
+        with fusefs.mounted(src, tmp_path / "mnt", swap_after_listing=swap) as m:
+            plan, top = plan_of(m, 3)
+            got = walk_all(plan, top)
+            assert not [r for x in got for r in x.rows if b"SECRET" in r[3]]
+            assert_equals_du(m, 3, got)
