@@ -337,12 +337,13 @@ class _Walker:
             res.histogram_sum += hsum
             for uid, disk, apparent in owners:
                 res.own(uid, disk, apparent)
-            if done:
-                break
-            if self.emit is not None and len(rows) + len(links) >= limit:
+            if (self.emit is not None and not children
+                    and len(rows) + len(links) >= limit):
                 self.emit(res)
                 room = res.error_room - len(res.errors)
                 res = UnitResult(path=unit.path, error_room=room)
+            if done:
+                break
         res.final = True
         return res
 
