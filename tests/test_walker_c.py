@@ -21,6 +21,7 @@ import pytest
 
 import fusefs
 
+from du_exporter.scan.ignore import Ignore
 from du_exporter.scan.model import (
     MAX_ERRORS,
     ROWS_PER_MESSAGE,
@@ -277,6 +278,36 @@ class TestStreaming:
             assert sum(len(m.errors) for m in got) == MAX_ERRORS
             assert_equals_du(root, 2, got)
             same_messages(got, walk_all(python_loop(plan), top))
+
+
+class TestIgnoreDirs:
+    """``ignore-dirs`` turns the C walk off only for units it can reach."""
+
+    def test_patterns_below(self) -> None:
+        defaults = Ignore((b"/proc", b"/dev", b"/sys", b"/run"))
+        assert not defaults.below(b"/home/u")
+        assert defaults.below(b"/")
+        glob = Ignore((b"/srv/data/*/tmp",))
+        assert glob.below(b"/srv")
+        assert glob.below(b"/srv/data/x")
+        assert not glob.below(b"/srv/other")
+        assert Ignore((b"/srv/data/tmp",)).below(b"/srv/data")
+        assert not Ignore((b"/srv/data/tmp",)).below(b"/srv/data/tmp2")
+        assert Ignore((b".snapshot",)).below(b"/home")
+
+    def test_units_in_c_and_python_in_one_walk(self, tmp_path: Path) -> None:
+        """Split into units, only those above the ignored directory walk in
+        Python; the sums are du's on the tree without it."""
+        scanned = many_dirs(tmp_path / "t", 8)
+        reference = many_dirs(tmp_path / "r", 8)
+        subprocess.run(["rm", "-rf", reference / "a003" / "b005"], check=True)
+        plan, top = plan_of(scanned, 2, ignore=(
+            b"/proc", os.fsencode(scanned / "a003" / "b005")))
+        got = walk_all(plan, top, Hungry(1))
+        expected = {
+            p.replace(os.fsencode(reference), os.fsencode(scanned), 1): n
+            for p, n in du(reference, "-B1", "--max-depth=2").items()}
+        assert expected == totals(got, "disk")
 
 
 class TestSymlinkSwap:

@@ -38,6 +38,17 @@ class Ignore:
                 self.paths.setdefault(parent or b"/", set()).add(name)
         self.any = bool(patterns)
 
+    def below(self, path: bytes) -> bool:
+        """Whether some pattern may skip an entry of ``path`` or of a
+        directory below it (names and globs of names: anywhere)."""
+        if self.names or self.name_globs:
+            return True
+        slash = path if path.endswith(b"/") else path + b"/"
+        return any(parent == path or parent.startswith(slash)
+                   for parent in self.paths) or any(
+            slash.startswith(lit) or lit.startswith(slash)
+            for lit, _rx in self.path_globs)
+
     def for_dir(self, path: bytes) -> Callable[[bytes, bytes], bool] | None:
         """A test ``(entry path, name) -> skip?`` for entries of ``path``."""
         if not self.any:

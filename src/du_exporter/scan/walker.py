@@ -219,12 +219,13 @@ def _walk_type(engine: str) -> type[_fastscan.Walk] | None:
 
 
 def walks_in_c(plan: Plan) -> bool:
-    """Whether a unit of ``plan`` is walked wholly in C (``_fastscan.Walk``):
-    the C reader, one exported root, nothing ignored, no symlinks
-    followed, no ``max-iops``; else the loop is Python's, reading batches
+    """Whether the units of ``plan`` are walked wholly in C
+    (``_fastscan.Walk``): the C reader, one exported root, no symlinks
+    followed, no ``max-iops`` (and, per unit, no ``ignore-dirs`` pattern
+    that can apply inside it); else the loop is Python's, reading batches
     with the same reader."""
     return (engine_name(plan.engine) == "c" and len(plan.exports) == 1
-            and not plan.ignore and not plan.follow_symlinks and plan.iops <= 0)
+            and not plan.follow_symlinks and plan.iops <= 0)
 
 
 def engine_available(engine: str) -> bool:
@@ -273,7 +274,7 @@ class _Walker:
                 self.batch_size, int(plan.iops * BATCH_BUDGET_SECONDS)))
 
     def run(self, unit: Unit, base: int, parent: int | None) -> UnitResult:
-        if self.walk is not None:
+        if self.walk is not None and not self.ignore.below(unit.path):
             return self._run_c(self.walk, unit, base, parent)
         res = UnitResult(path=unit.path)
         top = _Row(base, parent, unit, self.plan.export_of(unit.path))
