@@ -47,6 +47,27 @@
  *   thread starts alone; the others start once the batch has taken more
  *   than 1 ms and more than slow_ns per directory read or lstat (at once
  *   when slow_ns is 0).
+ *
+ * Walk(unit, base, parent, export, top, level, owners, one_fs, root_dev,
+ *      threads, batch, slow_ns, sorts): the walk of one subtree unit,
+ *   what walker._Walker.run does with scan_dirs, with its loop here: a
+ *   depth-first stack on the heap (no recursion: any depth), batches of
+ *   up to `batch` pending directories read by scan_dirs' threads, each
+ *   folded into its row in the same order, rows for the directories at
+ *   most `level` deep (exported under `top`), order keys of 4 bytes per
+ *   level, cycles (dev, ino of an ancestor or of unit.ancestors) reported
+ *   and not entered, subdirectories on another device skipped with
+ *   one_fs; `sorts(dev)` is asked once per device.  Paths too long for
+ *   one open are opened piece by piece (open_dir).
+ * Walk.step(take, room, limit) -> (rows, links, children, errors,
+ *      unreadable, entries, hist, hist_sum, owners, done):
+ *   walks on until the stack is empty, or rows + links >= limit (> 0),
+ *   or take() (asked before each batch while more than one directory is
+ *   pending) is true: then every pending directory is handed back as
+ *   (Unit fields, row id it hangs on).  rows and links are the walker's
+ *   Row and Link tuples; errors [(path, errno)] at most `room`, errno
+ *   -ELOOP for a cycle, all counted in unreadable; owners [(uid, disk,
+ *   apparent)] in bytes; done: nothing left to walk.
  */
 #define PY_SSIZE_T_CLEAN
 #define _GNU_SOURCE

@@ -3,7 +3,8 @@
 This module runs inside the worker processes, so it imports nothing but
 the standard library.  A unit is a directory and everything below it;
 the worker walks it depth-first with ``os.scandir`` and one ``lstat``
-per entry.  Every directory that needs a row (exported, or above a
+per entry (or with the C reader: in C, the whole loop included, where
+``walks_in_c``).  Every directory that needs a row (exported, or above a
 nested root) gets one, with what it holds itself; the other directories
 are folded into the row above them.  Finished rows go to the parent in
 messages of ``ROWS_PER_MESSAGE``, so a unit of a million exported
