@@ -445,6 +445,7 @@ class _Walker:
         if (self._fast_ok(d, ignores=skip is not None)
                 and self._read_fast(d, acc, res, stack)):
             return
+        res.python_dirs += 1
         try:
             fd = open_listed(d.path, d.dev, d.ino, nofollow=self._nofollow(d))
         except OSError as e:
