@@ -135,6 +135,23 @@ class TestSameDecisions:
             assert python_kept(directory, ignore, names) == c_kept(
                 directory, ignore.rules(directory)), patterns
 
+    def test_batch_with_threads(
+        self, names_dir: tuple[bytes, set[bytes]]
+    ) -> None:
+        """``scan_dirs`` (threads sharing the lstats at once) skips the
+        same entries as ``scan_dir``, each directory with its own rules."""
+        from du_exporter.scan import _fastscan
+
+        directory, names = names_dir
+        st = os.stat(directory)
+        ignores = [Ignore((p,)) for p in EDGE_PATTERNS]
+        dirs = [(directory, False, st.st_dev, st.st_ino, True,
+                 ignore.rules(directory)) for ignore in ignores]
+        got = _fastscan.scan_dirs(dirs, False, False, 0, 4, 0)
+        for ignore, one in zip(ignores, got, strict=True):
+            assert python_kept(directory, ignore, names) == {
+                sub[0] for sub in one[7]}
+
     def test_malformed_rules_refused(self, tmp_path: Path) -> None:
         """A rule the reader cannot run is an error, not a wild read."""
         from du_exporter.scan import _fastscan
