@@ -557,14 +557,6 @@ static int is_listed(int fd, u64 dev, u64 ino) {
    the records, never a stat per entry. */
 static int read_dir(const char *path, int sort_big, u64 dev, u64 ino,
                     int nofollow, const filter_t *f, scan_t *sc, pool_t *p) {
-    /* An entry's path for the path rules: the prefix is written once. */
-    char full[PATH_MAX + NAME_MAX + 2];
-    size_t prefix = strlen(path);
-    if (f->paths) {
-        if (prefix + NAME_MAX + 2 > sizeof full) return ENAMETOOLONG;
-        memcpy(full, path, prefix);
-        if (!prefix || path[prefix - 1] != '/') full[prefix++] = '/';
-    }
     int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC
                   | (nofollow ? O_NOFOLLOW : 0));
     if (fd < 0)  /* a symlink or file now: vanished */
@@ -580,7 +572,20 @@ static int read_dir(const char *path, int sort_big, u64 dev, u64 ino,
     batch_t b = {0};
     size_t index = 0;
     int err = 0;
-    for (;;) {
+    /* An entry's path, for the path rules: the prefix is written once
+       (a name may be longer than NAME_MAX on FUSE: the buffer grows). */
+    char *full = NULL;
+    size_t full_cap = 0, prefix = 0;
+    if (f->paths) {
+        prefix = strlen(path);
+        if (grow((void **)&full, &full_cap, prefix + NAME_MAX + 2, 1) < 0)
+            err = ENOMEM;
+        else {
+            memcpy(full, path, prefix);
+            if (!prefix || path[prefix - 1] != '/') full[prefix++] = '/';
+        }
+    }
+    while (!err) {
         ssize_t got = getdents64(fd, buf, sizeof buf);
         if (got <= 0) {
             err = got < 0 ? errno : 0;
@@ -593,7 +598,13 @@ static int read_dir(const char *path, int sort_big, u64 dev, u64 ino,
             if (n[0] == '.' && (n[1] == 0 || (n[1] == '.' && n[2] == 0)))
                 continue;
             size_t len = f->n ? strlen(n) : 0;
-            if (f->paths) memcpy(full + prefix, n, len + 1);
+            if (f->paths) {
+                if (grow((void **)&full, &full_cap, prefix + len + 1, 1) < 0) {
+                    err = ENOMEM;
+                    break;
+                }
+                memcpy(full + prefix, n, len + 1);
+            }
             if (f->n && filter_skips(f, n, len, full, prefix + len))
                 b.skipped++;
             else if (batch_add(&b, n, d->d_ino) < 0)
@@ -607,6 +618,7 @@ static int read_dir(const char *path, int sort_big, u64 dev, u64 ino,
     if (!err && fold_batch(sc, fd, &b, sort_big, &index, p) < 0) err = ENOMEM;
     free(b.items);
     free(b.names);
+    free(full);
     close(fd);
     return err;
 }
