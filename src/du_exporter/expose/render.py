@@ -183,27 +183,41 @@ class _Deflate:
 def _stream(reader: Reader, cfg: Config, families: list[_Family]) -> list[Metric]:
     """One pass over the exported rows of one read transaction: each
     row's lines go to its families, in path order.  Returns the other
-    families of the same snapshot (histogram, generation facts)."""
+    families of the same snapshot (histogram, generation facts).
+
+    The loop is written out for the four per-directory families (size,
+    files, directories, mtime, in that order): a family turned off still
+    gets its lines formatted, into a list that is thrown away.
+    """
     levels = root_levels(cfg.roots)
-    columns = [f.spec.column for f in families]
-    # (prefix, lines.append) per family, for the loop below.
-    outs = [(f.prefix, f.lines.append) for f in families]
+    every = directory_specs(cfg, every=True)
+    by_name = {f.spec.name: f for f in families}
+    scratch: list[str] = []
+    lines = [by_name[s.name].lines if s.name in by_name else scratch for s in every]
+    p0, p1, p2, p3 = (s.name + '{level="' for s in every)
+    a0, a1, a2, a3 = (out.append for out in lines)
+    value, label, level_of = _value, _path_label, levels.get
     with reader.session() as session:
         snap = Snapshot(generations=session.latest_generations(), rows=[])
         for gen in snap.generations.values():
             n = 0
-            for row in session.columns(gen.id, columns):
-                if row[2] > levels.get(row[1], -1):
+            rows = session.columns(gen.id, [s.column for s in every])
+            for path, root, level, v0, v1, v2, v3 in rows:
+                if level > level_of(root, -1):
                     continue  # from a root or level no longer configured
-                labels = f'{row[2]}",path="{_path_label(row[0])}"}} '
-                for (prefix, append), value in zip(outs, row[3:], strict=True):
-                    if type(value) is int and 0 <= value < _GO_EXPONENT:
-                        append(f"{prefix}{labels}{value}.0\n")
-                    else:
-                        append(f"{prefix}{labels}{_value(value)}\n")
+                tail = f'{level}",path="{label(path)}"}} '
+                # Most counts are small integers (``N.0``).
+                a0(f"{p0}{tail}{v0}.0\n" if type(v0) is int and 0 <= v0 < _GO_EXPONENT
+                   else f"{p0}{tail}{value(v0)}\n")
+                a1(f"{p1}{tail}{v1}.0\n" if type(v1) is int and 0 <= v1 < _GO_EXPONENT
+                   else f"{p1}{tail}{value(v1)}\n")
+                a2(f"{p2}{tail}{v2}.0\n" if type(v2) is int and 0 <= v2 < _GO_EXPONENT
+                   else f"{p2}{tail}{value(v2)}\n")
+                a3(f"{p3}{tail}{value(v3)}\n")
                 n += 1
                 if n == _CHUNK_LINES:
                     n = 0
+                    scratch.clear()
                     for family in families:
                         family.flush()
         rest = [*histogram_family(cfg, snap), *generation_families(cfg, snap)]
