@@ -9,8 +9,10 @@ directories).  Per tree:
   whole ``du-exporter --mode file`` command, alternated ``--repeat``
   times (medians; ratio in the same run), plus the split of the
   exporter's time: scan (walk and store, the exporter's own
-  ``scan_duration_seconds``) and render (the exposition from the store,
-  timed in this process on the same database);
+  ``scan_duration_seconds``) and render (the textfile's directory
+  families written from the store, timed in a separate process on the
+  same database).  Runs cache byte code (``exporter_env``), as an
+  installed package has its ``.pyc`` files;
 * **daemon**: the exporter in mode ``http``, rescanning back to back;
   the highest summed RSS of it and its children (20 ms samples) through
   the first scan, unloaded rescans, and rescans under ``--scrapers``
@@ -38,7 +40,7 @@ import urllib.request
 
 from pathlib import Path
 
-from bench_scan import MIB, TreeSampler, clean_env, log, markdown_table
+from bench_scan import MIB, TreeSampler, exporter_env, log, markdown_table
 from maketree import build_tree
 
 
@@ -84,7 +86,7 @@ def file_mode(python: str, root: Path, run: Path, repeat: int) -> dict[str, floa
              "--analyzed-path", str(root), "--dir-level", str(LEVEL),
              "--db-path", str(run), "--output-file", str(prom),
              "--log-level", "warning"],
-            env=clean_env(),
+            env=exporter_env(run.parent),
         ))
         m = re.search(rb"^du_exporter_scan_duration_seconds\{[^}]*\} (\S+)$",
                       prom.read_bytes(), re.MULTILINE)
@@ -102,20 +104,26 @@ def file_mode(python: str, root: Path, run: Path, repeat: int) -> dict[str, floa
 
 _RENDER = """
 import sys, time
+from pathlib import Path
 from du_exporter import config
 from du_exporter.store.reader import Reader
-from du_exporter.expose.render import render_gzip
+from du_exporter.expose.render import render_gzip, write_text
 cfg = config.build({}, {}, {"db-path": sys.argv[1], "analyzed-path": sys.argv[2],
                             "dir-level": int(sys.argv[3])}, {"HOME": "/tmp"})
-t = time.perf_counter(); g = render_gzip(Reader(cfg.db_path), cfg)
-print(time.perf_counter() - t, len(g.text) + len(g.openmetrics))
+out = Path(sys.argv[1] + ".render")
+with out.open("wb") as f:
+    t = time.perf_counter(); write_text(Reader(cfg.db_path), cfg, f, out.parent)
+    took = time.perf_counter() - t
+out.unlink()
+g = render_gzip(Reader(cfg.db_path), cfg)
+print(took, len(g.text) + len(g.openmetrics))
 """
 
 
 def _render_seconds(python: str, root: Path, db: Path) -> tuple[float, int]:
     out = subprocess.run(
         [python, "-c", _RENDER, str(db), str(root), str(LEVEL)],
-        check=True, capture_output=True, text=True, env=clean_env(),
+        check=True, capture_output=True, text=True, env=exporter_env(db.parent),
     ).stdout.split()
     return float(out[0]), int(out[1])
 
@@ -187,7 +195,7 @@ def daemon(python: str, root: Path, run: Path, scrapers: int, seconds: float,
          "--dir-level", str(LEVEL), "--db-path", str(run),
          "--bind-address", f"127.0.0.1:{port}", "--scan-interval-minutes",
          "0.001", "--log-level", "warning"],
-        env=clean_env(),
+        env=exporter_env(run.parent),
     )
     sampler = TreeSampler(proc.pid)
     sampler.start()
@@ -242,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=30)
     p.add_argument("--client-procs", type=int, default=2)
     p.add_argument("--python", default=sys.executable)
+    p.add_argument("--no-daemon", action="store_true",
+                   help="only the mode-file table")
     args = p.parse_args(argv)
     args.workdir.mkdir(parents=True, exist_ok=True)
     file_rows: list[list[str]] = []
@@ -260,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{f['db_bytes'] / exported:.0f}",
             f"{f['gzip_bytes'] / exported:.0f}",
         ])
+        if args.no_daemon:
+            continue
         log(f"{exported} exported directories: daemon")
         d = daemon(args.python, root, run, args.scrapers, args.seconds,
                    args.client_procs)
@@ -277,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
          "render s", "other s", "db B/dir", "gzip B/dir"],
         file_rows,
     ))
+    if args.no_daemon:
+        return 0
     print("\n**Daemon**: peak summed RSS (first scan, rescans, scrapes) and "
           f"{args.scrapers} open-loop gzip scrapers at 1/s:\n")
     print(markdown_table(
