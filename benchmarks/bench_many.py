@@ -7,7 +7,9 @@ directories).  Per tree:
 
 * **mode file**: GNU ``du -B1 --max-depth=4 ROOT > /dev/null`` and the
   whole ``du-exporter --mode file`` command, alternated ``--repeat``
-  times (medians; ratio in the same run), plus the split of the
+  times (medians; ratio in the same run), their CPU (user + system,
+  children included: wall time moves with other load on a shared
+  machine, CPU much less), plus the split of the
   exporter's time: scan (walk and store, the exporter's own
   ``scan_duration_seconds``) and render (the textfile's directory
   families written from the store, timed in a separate process on the
@@ -30,6 +32,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import re
+import resource
 import socket
 import statistics
 import subprocess
@@ -65,19 +68,27 @@ def tree(workdir: Path, dirs: int) -> Path:
     return dest
 
 
-def _timed(cmd: list[str], **kw: object) -> float:
+def _timed(cmd: list[str], cpu: list[float], **kw: object) -> float:
+    """Wall seconds of ``cmd``; its CPU seconds (user + system, its
+    children included) are appended to ``cpu``."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     subprocess.run(cmd, check=True, **kw)  # type: ignore[call-overload]
-    return time.perf_counter() - t
+    wall = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    return wall
 
 
 def file_mode(python: str, root: Path, run: Path, repeat: int) -> dict[str, float]:
     du_s: list[float] = []
     ex_s: list[float] = []
+    du_cpu: list[float] = []
+    ex_cpu: list[float] = []
     scan_s: list[float] = []
     for _ in range(repeat):
         du_s.append(_timed(["du", "-B1", f"--max-depth={LEVEL}", str(root)],
-                           stdout=subprocess.DEVNULL))
+                           du_cpu, stdout=subprocess.DEVNULL))
         for f in run.parent.glob(run.name + "*"):
             f.unlink()
         prom = run.with_suffix(".prom")
@@ -86,7 +97,7 @@ def file_mode(python: str, root: Path, run: Path, repeat: int) -> dict[str, floa
              "--analyzed-path", str(root), "--dir-level", str(LEVEL),
              "--db-path", str(run), "--output-file", str(prom),
              "--log-level", "warning"],
-            env=exporter_env(run.parent),
+            ex_cpu, env=exporter_env(run.parent),
         ))
         m = re.search(rb"^du_exporter_scan_duration_seconds\{[^}]*\} (\S+)$",
                       prom.read_bytes(), re.MULTILINE)
@@ -95,6 +106,8 @@ def file_mode(python: str, root: Path, run: Path, repeat: int) -> dict[str, floa
     return {
         "du": statistics.median(du_s),
         "exporter": statistics.median(ex_s),
+        "du_cpu": statistics.median(du_cpu),
+        "exporter_cpu": statistics.median(ex_cpu),
         "scan": statistics.median(scan_s),
         "render": render[0],
         "gzip_bytes": render[1],
@@ -107,9 +120,14 @@ import sys, time
 from pathlib import Path
 from du_exporter import config
 from du_exporter.store.reader import Reader
-from du_exporter.expose.render import render_gzip, write_text
+from du_exporter.expose.render import gunzip, render_gzip
 cfg = config.build({}, {}, {"db-path": sys.argv[1], "analyzed-path": sys.argv[2],
                             "dir-level": int(sys.argv[3])}, {"HOME": "/tmp"})
+try:
+    from du_exporter.expose.render import write_text
+except ImportError:  # an older du-exporter (--python): gzip, then gunzip
+    def write_text(reader, cfg, f, spill):
+        f.writelines(gunzip(render_gzip(reader, cfg).text))
 out = Path(sys.argv[1] + ".render")
 with out.open("wb") as f:
     t = time.perf_counter(); write_text(Reader(cfg.db_path), cfg, f, out.parent)
@@ -264,7 +282,9 @@ def main(argv: list[str] | None = None) -> int:
         f = file_mode(args.python, root, run, args.repeat)
         file_rows.append([
             f"{exported:,}", f"{f['du']:.2f}", f"{f['exporter']:.2f}",
-            f"{f['exporter'] / f['du']:.2f}", f"{f['scan']:.2f}",
+            f"{f['exporter'] / f['du']:.2f}",
+            f"{f['du_cpu']:.2f}", f"{f['exporter_cpu']:.2f}",
+            f"{f['exporter_cpu'] / f['du_cpu']:.2f}", f"{f['scan']:.2f}",
             f"{f['render']:.2f}",
             f"{f['exporter'] - f['scan'] - f['render']:.2f}",
             f"{f['db_bytes'] / exported:.0f}",
@@ -285,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
         ])
     print("**Mode file**, whole command vs `du -B1 --max-depth=4` (medians):\n")
     print(markdown_table(
-        ["exported dirs", "du s", "du-exporter s", "ratio", "scan s",
+        ["exported dirs", "du s", "du-exporter s", "ratio", "du CPU s",
+         "du-exporter CPU s", "CPU ratio", "scan s",
          "render s", "other s", "db B/dir", "gzip B/dir"],
         file_rows,
     ))
