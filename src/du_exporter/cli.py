@@ -145,13 +145,14 @@ def _run_once(config: Config, terminal: Terminal) -> int:
 
 
 def _serve(config: Config, reload_config: Callable[[], Config]) -> None:
-    from du_exporter.daemon import Daemon, Requests  # noqa: PLC0415 - see the module docstring
+    from du_exporter.daemon import Daemon, Requests, one_malloc_arena  # noqa: PLC0415 - see the module docstring
 
     requests = Requests()
     signal.signal(signal.SIGTERM, lambda *_: requests.ask(requests.stop))
     signal.signal(signal.SIGINT, lambda *_: requests.ask(requests.stop))
     signal.signal(signal.SIGHUP, lambda *_: requests.ask(requests.reload))
     signal.signal(signal.SIGUSR1, lambda *_: requests.ask(requests.scan))
+    one_malloc_arena()  # before the daemon starts its threads
     Daemon(config, reload_config).run(requests)
 
 
