@@ -43,7 +43,7 @@ def draw(path: Path, data: dict[str, Any]) -> None:
     xs = [p["exported"] for p in points]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
 
-    lo, hi = min(xs) / 2, max(xs) * 2
+    lo, hi = min(xs) / 1.5, max(xs) * 1.5
     grid = [lo * (hi / lo) ** (i / 50) for i in range(51)]
     left.plot(grid, [(64 * MIB + 512 * x) / MIB for x in grid], color="tab:red",
               linestyle="--", label="target: 64 MiB + 0.5 KiB/dir")
@@ -57,12 +57,15 @@ def draw(path: Path, data: dict[str, Any]) -> None:
         left.axhline(base["peak_rss"] / MIB, color="grey", linestyle=":",
                      label="baseline (2 dirs)")
     left.set_xscale("log")
-    left.set_ylim(bottom=0)
+    left.set_yscale("log")
+    left.set_yticks([16, 32, 64, 128, 256, 512])
     left.set_xlabel("exported directories")
     left.set_ylabel("MiB (RSS)")
     left.set_title("Daemon peak memory (first scan, rescans, 50 gzip scrapers)")
     left.xaxis.set_major_formatter(FuncFormatter(_count))
     left.xaxis.set_minor_formatter(NullFormatter())
+    left.yaxis.set_major_formatter(FuncFormatter(lambda y, _p: f"{y:g}"))
+    left.yaxis.set_minor_formatter(NullFormatter())
     left.legend(fontsize="small")
     left.grid(True, which="both", alpha=0.3)
 
