@@ -56,8 +56,9 @@ _M_ARENA_MAX = -8
 def one_malloc_arena(environ: dict[str, str] | None = None) -> bool:
     """Let every thread of this process allocate from glibc's main arena.
 
-    By default glibc gives each thread that allocates while another does
-    its own arena (up to 8 per core) and keeps what was freed in each:
+    By default glibc gives each new thread its own arena (up to 8 per
+    core; those of ended threads are reused) and keeps what was freed
+    in each:
     the HTTP render threads, the result readers and the scan thread left
     ~13 MiB more resident after a scan of 10,000 exported directories
     under 50 scrapers (benchmarks/README.md).  With the GIL the threads
