@@ -483,9 +483,20 @@ class Setting:
     procs: int
     batch_size: int | None = None
     max_iops: int | None = None
+    #: ``ignore-dirs`` names (``--ignore``).
+    ignore: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        """The engine column: the engine, and the ignored names."""
+        if not self.ignore:
+            return self.engine
+        return f"{self.engine}, ignore {','.join(self.ignore)}"
 
     def describe(self) -> str:
         text = f"du-exporter engine={self.engine} procs={self.procs}"
+        if self.ignore:
+            text += f" ignore-dirs={','.join(self.ignore)}"
         if self.batch_size is not None:
             text += f" batch-size={self.batch_size}"
         if self.max_iops is not None:
@@ -521,6 +532,8 @@ def exporter_argv(
         argv += ["--batch-size", str(setting.batch_size)]
     if setting.max_iops is not None:
         argv += ["--max-iops", str(setting.max_iops)]
+    if setting.ignore:
+        argv += ["--ignore-dirs", ",".join(setting.ignore)]
     return argv
 
 
@@ -845,6 +858,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="trees of zero-byte files (cheap multi-million-entry trees)",
     )
+    parser.add_argument(
+        "--ignore",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also run every setting with ignore-dirs NAME (a bare name, "
+        "e.g. .snapshot; repeatable); checked against du --exclude=NAME",
+    )
     parser.add_argument("--dir-level", type=int, default=3)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/du-bench"))
     parser.add_argument("--seed", type=int, default=0, help="tree seed")
@@ -897,6 +918,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     args.entries = sorted(set(args.entries or [200_000]))
+    if any(not n or "/" in n or "," in n or re.search(r"[*?[]", n)
+           for n in args.ignore):
+        parser.error("--ignore takes a bare name: no '/', ',' or glob")
     if any(n < 1 for n in args.entries) or args.repeat < 1:
         parser.error("--entries and --repeat must be >= 1")
     if args.iops_entries < 1:
@@ -1053,11 +1077,21 @@ class Bench:
         return runs[pick_index(walls, self.args.pick)]
 
     def settings(self) -> list[Setting]:
+        ignores = [()] + ([tuple(self.args.ignore)] if self.args.ignore else [])
         return [
-            Setting(engine, procs)
+            Setting(engine, procs, ignore=ignore)
+            for ignore in ignores
             for engine in self.args.engine
             for procs in self.args.procs
         ]
+
+    def du_excluding(self, tree: Path) -> int | None:
+        """du's total with ``--ignore``'s names excluded (not timed): what
+        a scan with them ignored must find."""
+        excludes = [f"--exclude={n}" for n in self.args.ignore]
+        done = subprocess.run(["du", "-sB1", *excludes, str(tree)],
+                              capture_output=True, text=True, check=False)
+        return parse_du_total(done.stdout) if done.returncode == 0 else None
 
     def tree(self, info: maketree.TreeInfo, shape: str) -> None:
         du = self.du(info, shape)
@@ -1074,14 +1108,16 @@ class Bench:
             self.results.append(
                 Result(info, shape, "gdu -n -p", "-", "all", g, du.du_wall)
             )
+        ignored_total = self.du_excluding(info.path) if self.args.ignore else None
         for setting in self.settings():
-            run = self.exporter(info.path, setting, du_total)
+            run = self.exporter(info.path, setting,
+                                ignored_total if setting.ignore else du_total)
             self.results.append(
                 Result(
                     info,
                     shape,
                     "du-exporter",
-                    setting.engine,
+                    setting.label,
                     str(setting.procs),
                     None if run is None else run.measured,
                     du.du_wall,
@@ -1121,6 +1157,8 @@ class Bench:
             self.du(info, "balanced")
         du_total = self.trees.get(tree, (info, "", None))[2]
         for setting in self.settings():
+            if setting.ignore:
+                continue
             for budget in [0, *budgets]:
                 s = Setting(setting.engine, setting.procs, max_iops=budget)
                 run = self.exporter(tree, s, du_total)

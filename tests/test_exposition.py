@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import shutil
 
@@ -18,9 +19,11 @@ from prometheus_client.openmetrics.parser import (
 from du_exporter.expose.exposition import Exposition
 from du_exporter.expose.families import directory_families
 from du_exporter.expose.render import (
+    _value,
     format_families,
     gunzip,
     render_gzip,
+    write_text,
 )
 from du_exporter.store.reader import Reader
 from du_exporter.store.rows import UnitRow
@@ -153,8 +156,9 @@ def reference(families) -> tuple[bytes, bytes]:
 
 
 def assert_agrees(cfg) -> bytes:
-    """Streamed text, gzip bodies and their decompression agree byte for
-    byte with prometheus_client on the families built from a snapshot."""
+    """Streamed text, gzip bodies and their decompression, and the
+    textfile's uncompressed stream, agree byte for byte with
+    prometheus_client on the families built from a snapshot."""
     reader = Reader(cfg.db_path)
     families = list(directory_families(cfg, reader.snapshot()))
     text, om = reference(families)
@@ -164,6 +168,9 @@ def assert_agrees(cfg) -> bytes:
     streamed_om = b"".join(gunzip(bodies.openmetrics))
     assert om == streamed_om + b"# EOF\n" == gzip.decompress(bodies.openmetrics) + b"# EOF\n"
     assert len(streamed_om) == bodies.openmetrics_size
+    plain = io.BytesIO()
+    write_text(reader, cfg, plain, cfg.db_path.parent)
+    assert plain.getvalue() == text
     return text
 
 
@@ -226,6 +233,21 @@ class TestFormatter:
         text = assert_agrees(cfg)
         assert b"e+18" in text
         assert b'le="+Inf"' in text
+
+    def test_values_formatted_like_prometheus_client(self):
+        """The formatter's shortcuts write what floatToGoString writes,
+        around every switch: Go's exponent, 2**53, u64, inf and NaN."""
+        from prometheus_client.utils import floatToGoString
+
+        edges = [0, 1, 999_999, 1_000_000, 1_000_001, 10**15, 10**16,
+                 2**53 - 1, 2**53, 2**53 + 1, 2**63, 2**64 - 1, -1, -(2**53),
+                 -(2**60), 0.0, -0.0, 1.5, -1.5, 999_999.5, 1_000_000.0,
+                 1e300, 1e-300, 5e-324, 1.7e9 + 1 / 7, 9999999999999998.0,
+                 1e16, 1.5e16, float("inf"), float("-inf"), float("nan")]
+        values = [v * s for v in edges for s in (1, 3, 7)]
+        assert [_value(v) for v in values] == [
+            floatToGoString(v) for v in values  # type: ignore[no-untyped-call]
+        ]
 
     def test_help_and_labels_escaped_like_prometheus_client(self):
         from prometheus_client.core import (

@@ -141,6 +141,34 @@ class TestGenerations:
         assert (0,) == conn.execute("SELECT count(*) FROM units").fetchone()
         conn.close()
 
+    def test_values_past_2_63_in_the_middle_of_a_batch(
+        self, store: Store, db: Path
+    ) -> None:
+        """A batch is bound as the workers sent it; one value SQLite's
+        signed INTEGER cannot hold, after rows already inserted, rolls
+        the attempt back and the batch is stored whole, once, values
+        intact (u64 sums and inode numbers)."""
+        gen = store.begin_generation(ROOT, 1.0)
+        rows = units()
+        rows[3] = rows[3]._replace(disk=2**64 - 50, apparent=2**63)
+        store.write_batch(
+            gen, rows,
+            [(1, 2**64 - 1, 2**63 + 7, b"\x00", 2**63, 1, 0),
+             (3, 7, 2**64 - 1, b"\x01", 10, 1, 0)],
+        )
+        conn = sqlite3.connect(db)
+        assert (4, 2) == (
+            conn.execute("SELECT count(*) FROM units").fetchone()[0],
+            conn.execute("SELECT count(*) FROM links").fetchone()[0],
+        )
+        conn.close()
+        complete(store, gen)
+        rows_read = {r.path: r for r in Reader(db).snapshot().rows}
+        b = rows_read[ROOT + b"/b"]
+        assert (2**64 - 40, 2**63 + 1) == (b.disk, b.apparent)
+        assert 2**64 - 1 == rows_read[ROOT].disk  # saturated, as du
+        assert 8192 + 512 + 2**63 == rows_read[ROOT + b"/a"].disk
+
     def test_hard_link_counted_once_where_met_first(
         self, store: Store, db: Path
     ) -> None:

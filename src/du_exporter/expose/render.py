@@ -17,10 +17,15 @@ two formats share one compressed member per family's samples.
 from __future__ import annotations
 
 import gzip
+import shutil
+import tempfile
 import zlib
 
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
 
 from prometheus_client.core import Metric
 from prometheus_client.utils import floatToGoString
@@ -43,6 +48,8 @@ GZIP_LEVEL = 1
 _CHUNK_LINES = 4096
 #: Compressed bytes :func:`gunzip` decompresses at a time.
 _IN = 1 << 14
+#: Bytes copied at a time from a spilled family into the textfile.
+_COPY = 1 << 20
 
 #: prometheus_client's number format (Go's), typed.
 _go_float: Callable[[float], str] = floatToGoString
@@ -51,18 +58,46 @@ _go_float: Callable[[float], str] = floatToGoString
 #: The smallest positive integer Go (and prometheus_client) writes with
 #: an exponent (``1e+06``).
 _GO_EXPONENT = 1_000_000
+#: Python's ``repr`` of a float has this many digits before the point
+#: when Go switches to an exponent (``1e+06`` again).
+_GO_DOT = 6
 
 
 def _value(value: float) -> str:
-    """``floatToGoString(value)``, without a float round trip for the
-    common small integers (which print as ``N.0``)."""
-    if type(value) is int and -(1 << 53) < value < _GO_EXPONENT:
-        return f"{value}.0"
-    return _go_float(value)
+    """``floatToGoString(value)``, without its float round trip for the
+    common small integers (which print as ``N.0``) nor its checks for
+    infinities and NaN on finite values."""
+    if type(value) is int:
+        if -(1 << 53) < value < _GO_EXPONENT:
+            return f"{value}.0"
+        value = float(value)
+    if value - value != 0.0:  # inf or NaN
+        return _go_float(value)
+    s = repr(value)
+    dot = s.find(".")
+    if value > 0 and dot > _GO_DOT:
+        # Go switches to an exponent sooner than Python (as
+        # floatToGoString does, trailing zeros and point stripped).
+        mantissa = f"{s[0]}.{s[1:dot]}{s[dot + 1:]}".rstrip("0.")
+        return f"{mantissa}e+{dot - 1:02d}"
+    return s
 
 
 def _escape_label(value: str) -> str:
     return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+
+
+def _path_label(path: bytes) -> str:
+    """``_escape_label(label_path(path))``: a path as an escaped label
+    value.  Most paths are UTF-8 without a backslash, quote or newline,
+    and are only decoded."""
+    try:
+        text = path.decode()
+    except UnicodeDecodeError:
+        return _escape_label(label_path(path))
+    if "\\" in text or '"' in text or "\n" in text:
+        return _escape_label(label_path(path))
+    return text
 
 
 def _escape_help(text: str, *, openmetrics: bool) -> str:
@@ -113,26 +148,82 @@ class Gzipped:
 
 
 class _Family:
-    """One per-directory family's samples, compressed as they come."""
+    """One per-directory family's sample lines, handed to ``sink`` a
+    chunk at a time."""
 
-    def __init__(self, spec: DirectorySpec) -> None:
+    def __init__(self, spec: DirectorySpec, sink: Callable[[bytes], object]) -> None:
         self.spec = spec
         self.prefix = spec.name + '{level="'
         self.lines: list[str] = []
         self.size = 0
-        self._zip = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
-        self._out: list[bytes] = []
+        self.sink = sink
 
     def flush(self) -> None:
         data = "".join(self.lines).encode()
         self.lines.clear()
         self.size += len(data)
+        self.sink(data)
+
+
+class _Deflate:
+    """One gzip member, compressed as its pieces come."""
+
+    def __init__(self) -> None:
+        self._zip = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
+        self._out: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
         self._out.append(self._zip.compress(data))
 
     def member(self) -> bytes:
-        self.flush()
         self._out.append(self._zip.flush())
         return b"".join(self._out)
+
+
+def _stream(reader: Reader, cfg: Config, families: list[_Family]) -> list[Metric]:
+    """One pass over the exported rows of one read transaction: each
+    row's lines go to its families, in path order.  Returns the other
+    families of the same snapshot (histogram, generation facts).
+
+    The loop is written out for the four per-directory families (size,
+    files, directories, mtime, in that order): a family turned off still
+    gets its lines formatted, into a list that is thrown away.
+    """
+    levels = root_levels(cfg.roots)
+    every = directory_specs(cfg, every=True)
+    by_name = {f.spec.name: f for f in families}
+    scratch: list[str] = []
+    lines = [by_name[s.name].lines if s.name in by_name else scratch for s in every]
+    p0, p1, p2, p3 = (s.name + '{level="' for s in every)
+    a0, a1, a2, a3 = (out.append for out in lines)
+    value, label, level_of = _value, _path_label, levels.get
+    with reader.session() as session:
+        snap = Snapshot(generations=session.latest_generations(), rows=[])
+        for gen in snap.generations.values():
+            n = 0
+            rows = session.columns(gen.id, [s.column for s in every])
+            for path, root, level, v0, v1, v2, v3 in rows:
+                if level > level_of(root, -1):
+                    continue  # from a root or level no longer configured
+                tail = f'{level}",path="{label(path)}"}} '
+                # Most counts are small integers (``N.0``).
+                a0(f"{p0}{tail}{v0}.0\n" if type(v0) is int and 0 <= v0 < _GO_EXPONENT
+                   else f"{p0}{tail}{value(v0)}\n")
+                a1(f"{p1}{tail}{v1}.0\n" if type(v1) is int and 0 <= v1 < _GO_EXPONENT
+                   else f"{p1}{tail}{value(v1)}\n")
+                a2(f"{p2}{tail}{v2}.0\n" if type(v2) is int and 0 <= v2 < _GO_EXPONENT
+                   else f"{p2}{tail}{value(v2)}\n")
+                a3(f"{p3}{tail}{value(v3)}\n")
+                n += 1
+                if n == _CHUNK_LINES:
+                    n = 0
+                    scratch.clear()
+                    for family in families:
+                        family.flush()
+        rest = [*histogram_family(cfg, snap), *generation_families(cfg, snap)]
+    for family in families:
+        family.flush()
+    return rest
 
 
 def render_gzip(reader: Reader, cfg: Config) -> Gzipped:
@@ -143,28 +234,16 @@ def render_gzip(reader: Reader, cfg: Config) -> Gzipped:
     ``# HELP``/``# TYPE`` members differ).  Only compressed bytes are
     kept.
     """
-    families = [_Family(spec) for spec in directory_specs(cfg)]
-    columns = [f.spec.column for f in families]
-    levels = root_levels(cfg.roots)
-    with reader.session() as session:
-        snap = Snapshot(generations=session.latest_generations(), rows=[])
-        for gen in snap.generations.values():
-            n = 0
-            for path, root, level, *values in session.columns(gen.id, columns):
-                if level > levels.get(root, -1):
-                    continue  # from a root or level no longer configured
-                labels = f'{level}",path="{_escape_label(label_path(path))}"}} '
-                for family, value in zip(families, values, strict=True):
-                    family.lines.append(f"{family.prefix}{labels}{_value(value)}\n")
-                n += 1
-                if n % _CHUNK_LINES == 0:
-                    for family in families:
-                        family.flush()
-        rest = [*histogram_family(cfg, snap), *generation_families(cfg, snap)]
+    zips = [_Deflate() for _ in directory_specs(cfg)]
+    families = [
+        _Family(spec, z.write)
+        for spec, z in zip(directory_specs(cfg), zips, strict=True)
+    ]
+    rest = _stream(reader, cfg, families)
     bodies: list[list[bytes]] = [[], []]
     sizes = [0, 0]
-    for family in families:
-        samples = family.member()
+    for family, z in zip(families, zips, strict=True):
+        samples = z.member()
         spec = family.spec
         for om, body in enumerate(bodies):
             head = header(spec.name, spec.doc, spec.kind, openmetrics=bool(om))
@@ -177,6 +256,34 @@ def render_gzip(reader: Reader, cfg: Config) -> Gzipped:
         sizes[om] += len(data)
     text, openmetrics = (b"".join(body) for body in bodies)
     return Gzipped(text, openmetrics, sizes[0], sizes[1])
+
+
+def write_text(reader: Reader, cfg: Config, out: BinaryIO, spill: Path) -> None:
+    """The directory families as the text format, written to ``out``
+    as they stream off the store (mode ``file``: nothing to compress).
+
+    The first family goes straight to ``out``; the others, whose lines
+    come in the same pass, wait in unnamed temporary files in directory
+    ``spill`` and are copied after it, so memory stays flat.
+    """
+    specs = directory_specs(cfg)
+    with ExitStack() as stack:
+        spills = [stack.enter_context(tempfile.TemporaryFile(dir=spill))
+                  for _ in specs[1:]]
+        families = [
+            _Family(spec, sink.write)
+            for spec, sink in zip(specs, [out, *spills], strict=True)
+        ]
+        first = specs[0]
+        out.write(header(first.name, first.doc, first.kind,
+                         openmetrics=False).encode())
+        rest = _stream(reader, cfg, families)
+        for spec, spilled in zip(specs[1:], spills, strict=True):
+            out.write(header(spec.name, spec.doc, spec.kind,
+                             openmetrics=False).encode())
+            spilled.seek(0)
+            shutil.copyfileobj(spilled, out, _COPY)
+    out.write(format_families(rest, openmetrics=False))
 
 
 def gunzip(data: bytes) -> Iterator[bytes]:

@@ -1,8 +1,8 @@
 """The textfile of mode ``file``, written atomically.
 
 The directory families are rendered as for ``/metrics`` (streamed from
-the store into gzip, no Python object per series) and decompressed
-into the file piece by piece; the self metrics follow.  The file is
+the store, no Python object per series) but written as they come,
+uncompressed; the self metrics follow.  The file is
 written beside its final path and renamed over it, so the node
 exporter's textfile collector never reads half of it.
 """
@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from du_exporter.config import Config
 from du_exporter.errors import DuExporterError
-from du_exporter.expose.render import gunzip, render_gzip
+from du_exporter.expose.render import write_text
 from du_exporter.store.reader import Reader
 
 
@@ -34,7 +34,7 @@ def write_textfile(
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
         with open(fd, "wb") as out:
-            out.writelines(gunzip(render_gzip(reader, config).text))
+            write_text(reader, config, out, path.parent)
             out.write(generate_latest(health))
         os.rename(tmp, path)
     except OSError as e:

@@ -9,7 +9,8 @@
  * Python objects, so the Python cost per file is zero.
  *
  * scan_dir(path: bytes, sort_big: bool, owners: bool, dev: int, ino: int,
- *          nofollow: bool, one_fs: bool, root_dev: int) -> tuple:
+ *          nofollow: bool, one_fs: bool, root_dev: int,
+ *          skip: tuple[bytes, ...] = ()) -> tuple:
  *   (entries, files, blocks, apparent, mtime, hist_sum, hist,
  *    subdirs, links, errors, dir_errno, owners)
  * The directory is opened with O_NOFOLLOW when nofollow is true, and is
@@ -34,8 +35,20 @@
  * index is the entry's position in the listing (after the inode sort
  * GNU fts applies to each batch of 100,000 entries read that holds more
  * than 10,000, done here when sort_big is true).
+ * skip holds ignore-dirs rules (du_exporter.scan.ignore.Ignore.rules):
+ * entries they match are neither stat'ed nor counted, as if absent but
+ * for the inode sort and its batches (which count every name read, as
+ * fts does).  A rule is a kind byte and its argument:
+ *   'n' name      the entry's name is exactly `name`
+ *   'g' program   the name matches the glob program
+ *   'p' program   the entry's path (path + "/" + name) matches it
+ * A program is a sequence of elements, each matching one byte but for
+ * STAR (any bytes, '/' too): BYTE b, ANY, STAR, SET + 32 bytes (a bitmap
+ * of the bytes it matches, bit b & 7 of byte b >> 3).  It must match the
+ * whole string.
  *
- * scan_dirs(dirs: list[(path, sort_big, dev, ino, nofollow)], owners: bool,
+ * scan_dirs(dirs: list[(path, sort_big, dev, ino, nofollow[, skip])],
+ *           owners: bool,
  *           one_fs: bool, root_dev: int, threads: int, slow_ns: int)
  *           -> list[tuple]:
  *   scan_dir's tuple for each directory, in the order given, read by up to
@@ -77,6 +90,7 @@
 #include <limits.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -112,7 +126,118 @@ typedef struct {
     size_t len, cap;
     char *names;
     size_t names_len, names_cap;
+    size_t skipped;           /* names read but ignored (the skip rules) */
 } batch_t;
+
+/* --- skip rules (ignore-dirs) ------------------------------------------- */
+
+enum { OP_BYTE = 1, OP_ANY, OP_STAR, OP_SET };
+#define SET_BYTES 32
+
+typedef struct {
+    const unsigned char *p;   /* kind byte, then the name or program */
+    size_t len;
+} rule_t;
+
+/* One directory's skip rules; they point into the caller's bytes. */
+typedef struct {
+    rule_t *rules;
+    size_t n;
+    int paths;                /* some rule matches the entry's path */
+} filter_t;
+
+/* Whether glob program prog matches all of s (the classic one-star
+   backtrack: every element but STAR takes one byte, so retrying from
+   the last STAR one byte further on is all that matching can need). */
+static int glob_match(const unsigned char *prog, size_t plen,
+                      const unsigned char *s, size_t slen) {
+    size_t p = 0, i = 0, star_p = (size_t)-1, star_i = 0;
+    while (i < slen) {
+        if (p < plen) {
+            unsigned char op = prog[p], c = s[i];
+            if (op == OP_STAR) {
+                star_p = ++p;
+                star_i = i;
+                continue;
+            }
+            if (op == OP_ANY || (op == OP_BYTE && prog[p + 1] == c)
+                || (op == OP_SET && (prog[p + 1 + (c >> 3)] >> (c & 7)) & 1)) {
+                p += op == OP_SET ? 1 + SET_BYTES : op == OP_BYTE ? 2 : 1;
+                i++;
+                continue;
+            }
+        }
+        if (star_p == (size_t)-1) return 0;
+        p = star_p;
+        i = ++star_i;
+    }
+    while (p < plen && prog[p] == OP_STAR) p++;
+    return p == plen;
+}
+
+/* Whether rule r is well formed (a program's elements are complete). */
+static int rule_ok(const unsigned char *r, size_t len) {
+    if (len < 1) return 0;
+    if (r[0] == 'n') return 1;
+    if (r[0] != 'g' && r[0] != 'p') return 0;
+    for (size_t p = 1; p < len; ) {
+        size_t step = r[p] == OP_SET ? 1 + SET_BYTES : r[p] == OP_BYTE ? 2
+                      : r[p] == OP_ANY || r[p] == OP_STAR ? 1 : 0;
+        if (!step || step > len - p) return 0;
+        p += step;
+    }
+    return 1;
+}
+
+/* Parse skip (None or a tuple of rules) into f; -1 with an exception. */
+static int filter_parse(PyObject *skip, filter_t *f) {
+    memset(f, 0, sizeof *f);
+    if (!skip || skip == Py_None) return 0;
+    if (!PyTuple_Check(skip)) {
+        PyErr_SetString(PyExc_TypeError, "skip must be a tuple of rules");
+        return -1;
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(skip);
+    if (!n) return 0;
+    f->rules = malloc((size_t)n * sizeof(rule_t));
+    if (!f->rules) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *r = PyTuple_GET_ITEM(skip, i);
+        if (!PyBytes_Check(r)
+            || !rule_ok((const unsigned char *)PyBytes_AS_STRING(r),
+                        (size_t)PyBytes_GET_SIZE(r))) {
+            PyErr_SetString(PyExc_ValueError, "a skip rule is malformed");
+            free(f->rules);
+            f->rules = NULL;
+            return -1;
+        }
+        f->rules[i].p = (const unsigned char *)PyBytes_AS_STRING(r);
+        f->rules[i].len = (size_t)PyBytes_GET_SIZE(r);
+        f->paths |= f->rules[i].p[0] == 'p';
+    }
+    f->n = (size_t)n;
+    return 0;
+}
+
+/* Whether an entry is ignored: its name, and its path (full, of length
+   full_len) when a rule needs it. */
+static int filter_skips(const filter_t *f, const char *name, size_t len,
+                        const char *full, size_t full_len) {
+    for (size_t i = 0; i < f->n; i++) {
+        const rule_t *r = &f->rules[i];
+        const unsigned char *arg = r->p + 1;
+        size_t arg_len = r->len - 1;
+        if (r->p[0] == 'n' ? arg_len == len && !memcmp(arg, name, len)
+            : r->p[0] == 'g'
+              ? glob_match(arg, arg_len, (const unsigned char *)name, len)
+              : glob_match(arg, arg_len, (const unsigned char *)full, full_len))
+            return 1;
+    }
+    return 0;
+}
 
 /* What must reach Python: subdirectories, multi-link inodes, errors. */
 enum { REC_DIR, REC_LINK, REC_ERR };
@@ -304,6 +429,7 @@ typedef struct {
     const char *path;
     int sort_big, nofollow;
     u64 dev, ino;
+    filter_t filter;
     scan_t sc;
     int err;
 } dir_t;
@@ -401,7 +527,7 @@ static void win_share(pool_t *p, win_t *w) {
    NULL: one thread).  The folding stays in listing order. */
 static int fold_batch(scan_t *sc, int dfd, batch_t *b, int sort_big,
                       size_t *index, pool_t *p) {
-    if (sort_big && b->len > FTS_SORT_THRESHOLD)
+    if (sort_big && b->len + b->skipped > FTS_SORT_THRESHOLD)
         qsort(b->items, b->len, sizeof(name_t), by_inode);
     size_t i = 0;
     if (p && p->threads > 1 && b->len >= SHARE_MIN) {
@@ -432,6 +558,7 @@ static int fold_batch(scan_t *sc, int dfd, batch_t *b, int sort_big,
     }
     b->len = 0;
     b->names_len = 0;
+    b->skipped = 0;
     return 0;
 }
 
@@ -482,10 +609,11 @@ static int open_dir(const char *path, int flags) {
     return at;
 }
 
-/* Read, stat and sum one directory; no Python calls (runs without the GIL).
-   Memory: one batch of names plus the records, never a stat per entry. */
+/* Read, stat and sum one directory, but for the entries f skips; no
+   Python calls (runs without the GIL).  Memory: one batch of names plus
+   the records, never a stat per entry. */
 static int read_dir(const char *path, int sort_big, u64 dev, u64 ino,
-                    int nofollow, scan_t *sc, pool_t *p) {
+                    int nofollow, const filter_t *f, scan_t *sc, pool_t *p) {
     int fd = open_dir(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC
                       | (nofollow ? O_NOFOLLOW : 0));
     if (fd < 0)  /* a symlink or file now: vanished */
@@ -501,7 +629,20 @@ static int read_dir(const char *path, int sort_big, u64 dev, u64 ino,
     batch_t b = {0};
     size_t index = 0;
     int err = 0;
-    for (;;) {
+    /* An entry's path, for the path rules: the prefix is written once
+       (a name may be longer than NAME_MAX on FUSE: the buffer grows). */
+    char *full = NULL;
+    size_t full_cap = 0, prefix = 0;
+    if (f->paths) {
+        prefix = strlen(path);
+        if (grow((void **)&full, &full_cap, prefix + NAME_MAX + 2, 1) < 0)
+            err = ENOMEM;
+        else {
+            memcpy(full, path, prefix);
+            if (!prefix || path[prefix - 1] != '/') full[prefix++] = '/';
+        }
+    }
+    while (!err) {
         ssize_t got = getdents64(fd, buf, sizeof buf);
         if (got <= 0) {
             err = got < 0 ? errno : 0;
@@ -513,9 +654,20 @@ static int read_dir(const char *path, int sort_big, u64 dev, u64 ino,
             const char *n = d->d_name;
             if (n[0] == '.' && (n[1] == 0 || (n[1] == '.' && n[2] == 0)))
                 continue;
-            if (batch_add(&b, n, d->d_ino) < 0
-                || (b.len == FTS_BATCH
-                    && fold_batch(sc, fd, &b, sort_big, &index, p) < 0))
+            size_t len = f->n ? strlen(n) : 0;
+            if (f->paths) {
+                if (grow((void **)&full, &full_cap, prefix + len + 1, 1) < 0) {
+                    err = ENOMEM;
+                    break;
+                }
+                memcpy(full + prefix, n, len + 1);
+            }
+            if (f->n && filter_skips(f, n, len, full, prefix + len))
+                b.skipped++;
+            else if (batch_add(&b, n, d->d_ino) < 0)
+                err = ENOMEM;
+            if (!err && b.len + b.skipped == FTS_BATCH
+                && fold_batch(sc, fd, &b, sort_big, &index, p) < 0)
                 err = ENOMEM;
         }
         if (err) break;
@@ -523,6 +675,7 @@ static int read_dir(const char *path, int sort_big, u64 dev, u64 ino,
     if (!err && fold_batch(sc, fd, &b, sort_big, &index, p) < 0) err = ENOMEM;
     free(b.items);
     free(b.names);
+    free(full);
     close(fd);
     return err;
 }
@@ -544,7 +697,7 @@ static void *pool_work(void *arg) {
             if (p->next_dir < p->n_dirs) pool_spawn(p);
             pthread_mutex_unlock(&p->mu);
             d->err = read_dir(d->path, d->sort_big, d->dev, d->ino,
-                              d->nofollow, &d->sc, p);
+                              d->nofollow, &d->filter, &d->sc, p);
             pthread_mutex_lock(&p->mu);
             if (++p->finished == p->n_dirs) pthread_cond_broadcast(&p->cv);
             continue;
@@ -622,9 +775,12 @@ static PyObject *scan_dir(PyObject *self, PyObject *args) {
     const char *path;
     int sort_big, by_owner, nofollow, one_fs;
     unsigned long long dev, ino, root_dev;
+    PyObject *skip = NULL;
+    filter_t f;
     (void)self;
-    if (!PyArg_ParseTuple(args, "yppKKppK", &path, &sort_big, &by_owner, &dev,
-                          &ino, &nofollow, &one_fs, &root_dev))
+    if (!PyArg_ParseTuple(args, "yppKKppK|O", &path, &sort_big, &by_owner, &dev,
+                          &ino, &nofollow, &one_fs, &root_dev, &skip)
+        || filter_parse(skip, &f) < 0)
         return NULL;
     scan_t sc;
     memset(&sc, 0, sizeof sc);
@@ -633,8 +789,9 @@ static PyObject *scan_dir(PyObject *self, PyObject *args) {
     sc.root_dev = (dev_t)root_dev;
     int err;
     Py_BEGIN_ALLOW_THREADS
-    err = read_dir(path, sort_big, dev, ino, nofollow, &sc, NULL);
+    err = read_dir(path, sort_big, dev, ino, nofollow, &f, &sc, NULL);
     Py_END_ALLOW_THREADS
+    free(f.rules);
     if (err == ENOMEM) {
         scan_free(&sc);
         return PyErr_NoMemory();
@@ -686,40 +843,53 @@ static PyObject *scan_dirs(PyObject *self, PyObject *args) {
     keep = PySequence_Tuple(list);
     if (!keep) return NULL;
     Py_ssize_t n = PyTuple_GET_SIZE(keep);
-    dir_t *dirs = calloc(n ? (size_t)n : 1, sizeof(dir_t));
-    if (!dirs) {
+    pool_t p;
+    memset(&p, 0, sizeof p);
+    p.dirs = calloc(n ? (size_t)n : 1, sizeof(dir_t));
+    p.threads = threads < 1 ? 1 : threads;
+    p.tids = calloc((size_t)p.threads, sizeof(pthread_t));
+    if (!p.dirs || !p.tids) {
         PyErr_NoMemory();
         goto fail;
     }
     for (Py_ssize_t i = 0; i < n; i++) {
-        dir_t *d = &dirs[i];
+        dir_t *d = &p.dirs[i];
         const char *path;
-        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(keep, i), "ypKKp;a directory "
-                              "is (path, sort_big, dev, ino, nofollow)", &path,
-                              &d->sort_big, &d->dev, &d->ino, &d->nofollow))
+        PyObject *skip = NULL;
+        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(keep, i), "ypKKp|O;a directory "
+                              "is (path, sort_big, dev, ino, nofollow[, skip])",
+                              &path, &d->sort_big, &d->dev, &d->ino,
+                              &d->nofollow, &skip)
+            || filter_parse(skip, &d->filter) < 0)
             goto fail;
         d->path = path;
         d->sc.by_owner = by_owner;
         d->sc.one_fs = one_fs;
         d->sc.root_dev = (dev_t)root_dev;
     }
-    int rc;
+    p.n_dirs = (size_t)n;
+    pthread_mutex_init(&p.mu, NULL);
+    pthread_cond_init(&p.cv, NULL);
+    pthread_attr_init(&p.attr);
+    pthread_attr_setstacksize(&p.attr, THREAD_STACK);
+    p.started = now_ns();
+    p.slow_ns = slow_ns;
     Py_BEGIN_ALLOW_THREADS
-    rc = pool_run(dirs, (size_t)n, threads, slow_ns);
+    pool_work(&p);
+    for (int t = 0; t < p.spawned; t++) pthread_join(p.tids[t], NULL);
     Py_END_ALLOW_THREADS
-    if (rc < 0) {
-        PyErr_NoMemory();
-        goto fail;
-    }
-    for (Py_ssize_t i = 0; i < n; i++)
-        if (dirs[i].err == ENOMEM) {
+    pthread_attr_destroy(&p.attr);
+    pthread_cond_destroy(&p.cv);
+    pthread_mutex_destroy(&p.mu);
+    for (size_t i = 0; i < p.n_dirs; i++)
+        if (p.dirs[i].err == ENOMEM) {
             PyErr_NoMemory();
             goto fail;
         }
     result = PyList_New(n);
     if (!result) goto fail;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        dir_t *d = &dirs[i];
+    for (size_t i = 0; i < p.n_dirs; i++) {
+        dir_t *d = &p.dirs[i];
         if (d->err) {  /* an unreadable directory counts nothing of its own */
             int keep_owner = d->sc.by_owner, keep_one = d->sc.one_fs;
             scan_free(&d->sc);
@@ -732,12 +902,16 @@ static PyObject *scan_dirs(PyObject *self, PyObject *args) {
             Py_CLEAR(result);
             goto fail;
         }
-        PyList_SET_ITEM(result, i, item);
+        PyList_SET_ITEM(result, (Py_ssize_t)i, item);
     }
 fail:
-    if (dirs)
-        for (Py_ssize_t i = 0; i < n; i++) scan_free(&dirs[i].sc);
-    free(dirs);
+    if (p.dirs)
+        for (Py_ssize_t i = 0; i < n; i++) {
+            scan_free(&p.dirs[i].sc);
+            free(p.dirs[i].filter.rules);
+        }
+    free(p.dirs);
+    free(p.tids);
     Py_DECREF(keep);
     return result;
 }
@@ -1393,13 +1567,15 @@ static PyTypeObject WalkType = {
 
 static PyMethodDef methods[] = {
     {"scan_dir", scan_dir, METH_VARARGS,
-     "scan_dir(path, sort_big, owners, dev, ino, nofollow, one_fs, root_dev) -> "
+     "scan_dir(path, sort_big, owners, dev, ino, nofollow, one_fs, root_dev"
+     "[, skip]) -> "
      "sums, subdirs, links and errors of one "
      "directory (see the module source)."},
     {"scan_dirs", scan_dirs, METH_VARARGS,
      "scan_dirs(dirs, owners, one_fs, root_dev, threads, slow_ns) -> "
      "scan_dir's result "
-     "for each (path, sort_big, dev, ino, nofollow) in dirs, read by up to "
+     "for each (path, sort_big, dev, ino, nofollow[, skip]) in dirs, read "
+     "by up to "
      "threads threads (see the module source)."},
     {NULL, NULL, 0, NULL},
 };

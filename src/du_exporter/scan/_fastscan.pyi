@@ -28,11 +28,13 @@ def scan_dir(
     nofollow: bool,
     one_fs: bool,
     root_dev: int,
+    skip: tuple[bytes, ...] = (),
     /,
 ) -> DirResult: ...
 
 def scan_dirs(
-    dirs: list[tuple[bytes, bool, int, int, bool]],
+    dirs: list[tuple[bytes, bool, int, int, bool]]
+    | list[tuple[bytes, bool, int, int, bool, tuple[bytes, ...]]],
     owners: bool,
     one_fs: bool,
     root_dev: int,

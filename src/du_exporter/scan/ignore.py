@@ -1,15 +1,25 @@
-"""``ignore-dirs`` compiled: which entries of a directory to skip."""
+"""``ignore-dirs`` compiled: which entries of a directory to skip.
+
+Twice: as Python tests (``Ignore.for_dir``) and as rules for the C
+reader (``Ignore.rules``), which applies them byte for byte the same.
+"""
 
 from __future__ import annotations
 
 import fnmatch
 import os
 import re
+import warnings
 
 from collections.abc import Callable
 
 
 _GLOB = re.compile(rb"[*?[]")
+
+#: The C reader's rules (see ``_fastscan.c``): a kind byte, then the
+#: exact name, or a glob program of one-byte elements and stars.
+RULE_NAME, RULE_NAME_GLOB, RULE_PATH_GLOB = b"n", b"g", b"p"
+OP_BYTE, OP_ANY, OP_STAR, OP_SET = b"\x01", b"\x02", b"\x03", b"\x04"
 
 
 class Ignore:
@@ -24,19 +34,31 @@ class Ignore:
         self.name_globs: list[re.Pattern[bytes]] = []
         self.paths: dict[bytes, set[bytes]] = {}
         self.path_globs: list[tuple[bytes, re.Pattern[bytes]]] = []
+        #: The same as rules for the C reader (``rules``).
+        c_name_globs: list[bytes] = []
+        self.c_path_globs: list[tuple[bytes, bytes]] = []
         for p in patterns:
             glob = _GLOB.search(p)
             if not p.startswith(b"/"):
                 if glob:
                     self.name_globs.append(_compile(p))
+                    c_name_globs.append(RULE_NAME_GLOB + program(p))
                 else:
                     self.names.add(p)
             elif glob:
                 self.path_globs.append((p[: glob.start()], _compile(p)))
+                self.c_path_globs.append(
+                    (p[: glob.start()], RULE_PATH_GLOB + program(p)))
             else:
                 parent, _, name = p.rpartition(b"/")
                 self.paths.setdefault(parent or b"/", set()).add(name)
         self.any = bool(patterns)
+        self.c_names = (*(RULE_NAME + n for n in sorted(self.names)),
+                        *c_name_globs)
+        self.c_paths = {
+            parent: tuple(RULE_NAME + n for n in sorted(names - self.names))
+            for parent, names in self.paths.items()
+        }
 
     def below(self, path: bytes) -> bool:
         """Whether some pattern may skip an entry of ``path`` or of a
@@ -69,6 +91,66 @@ class Ignore:
             )
 
         return skip
+
+    def rules(self, path: bytes) -> tuple[bytes, ...]:
+        """``for_dir(path)`` as the C reader's rules; empty: skip nothing."""
+        extra = self.c_paths.get(path, ())
+        if self.c_path_globs:
+            slash = path if path.endswith(b"/") else path + b"/"
+            extra += tuple(rule for lit, rule in self.c_path_globs
+                           if slash.startswith(lit) or lit.startswith(slash))
+        return self.c_names + extra if extra else self.c_names
+
+
+def program(pattern: bytes) -> bytes:
+    """``pattern`` as a C glob program matching what ``_compile`` does.
+
+    ``fnmatch.translate`` makes every element but ``*`` match exactly one
+    byte of a bytes name: a literal character its bytes, ``?`` any byte,
+    a ``[...]`` set one byte.  Each set's bytes are found by asking its
+    own translation about all 256, so the set rules (ranges, ``!``, a
+    leading ``]``, empty ranges dropped) are Python's own.
+    """
+    pat = os.fsdecode(pattern)
+    out: list[bytes] = []
+    i, n = 0, len(pat)
+    while i < n:
+        c = pat[i]
+        i += 1
+        if c == "*":
+            if not out or out[-1] != OP_STAR:
+                out.append(OP_STAR)
+        elif c == "?":
+            out.append(OP_ANY)
+        elif c == "[" and (j := _set_end(pat, i)) is not None:
+            out.append(OP_SET + _byte_set(pat[i - 1:j + 1]))
+            i = j + 1
+        else:  # a literal (a "[" without its "]" too)
+            out.extend(OP_BYTE + bytes((b,)) for b in os.fsencode(c))
+    return b"".join(out)
+
+
+def _set_end(pat: str, i: int) -> int | None:
+    """Where the set opened just before ``i`` ends (fnmatch's rule)."""
+    j = i
+    if j < len(pat) and pat[j] == "!":
+        j += 1
+    if j < len(pat) and pat[j] == "]":
+        j += 1
+    j = pat.find("]", j)
+    return None if j < 0 else j
+
+
+def _byte_set(one_set: str) -> bytes:
+    """The 256-bit map of the bytes that the set ``one_set`` matches."""
+    with warnings.catch_warnings():  # "possible nested set": still a set
+        warnings.simplefilter("ignore", FutureWarning)
+        rx = _compile(os.fsencode(one_set))
+    bits = bytearray(32)
+    for b in range(256):
+        if rx.match(bytes((b,))):
+            bits[b >> 3] |= 1 << (b & 7)
+    return bytes(bits)
 
 
 def _compile(pattern: bytes) -> re.Pattern[bytes]:

@@ -172,6 +172,8 @@ class UnitResult:
     children: list[tuple[Unit, int]] = field(default_factory=list)
     entries: int = 0
     unreadable: int = 0
+    #: Directories read by the exact Python loop, not a fast engine.
+    python_dirs: int = 0
     #: uid -> [disk, apparent] of what this unit counted itself (the
     #: links are counted once, later, by the parent).
     owners: dict[int, list[int]] = field(default_factory=dict)

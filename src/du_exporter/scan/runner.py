@@ -40,6 +40,7 @@ from du_exporter.store.writer import Store
 class _Totals:
     entries: int = 0
     unreadable: int = 0
+    python_dirs: int = 0
     histogram: list[int] = field(
         default_factory=lambda: [0] * (len(SIZE_BUCKETS) + 1)
     )
@@ -128,6 +129,7 @@ class ScanRunner:
             seconds=round(time.time() - started, 3),
             entries=totals.entries,
             unreadable=totals.unreadable,
+            python_dirs=totals.python_dirs,
         )
         return True
 
@@ -205,6 +207,7 @@ class ScanRunner:
         batch.add(res.rows, res.links)
         totals.entries += res.entries
         totals.unreadable += res.unreadable
+        totals.python_dirs += res.python_dirs
         for i, n in enumerate(res.histogram):
             totals.histogram[i] += n
         totals.histogram_sum += res.histogram_sum

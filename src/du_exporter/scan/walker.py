@@ -151,11 +151,19 @@ ScanDir = Callable[
     [bytes, bool, bool, int, int, bool, bool, int], tuple[Any, ...] | None
 ]
 
+#: ScanDir with the directory's ``ignore-dirs`` rules (``Ignore.rules``)
+#: applied: the C reader.
+ScanDirSkipping = Callable[
+    [bytes, bool, bool, int, int, bool, bool, int, tuple[bytes, ...]],
+    tuple[Any, ...],
+]
+
 #: (dirs, owners, one_fs, root_dev, threads, slow_ns), dirs as (path,
-#: sort_big, dev, ino, nofollow): ``_fastscan.scan_dirs``, ScanDir's
-#: result for each.
+#: sort_big, dev, ino, nofollow, skip rules): ``_fastscan.scan_dirs``,
+#: ScanDir's result for each.
 ScanDirs = Callable[
-    [list[tuple[bytes, bool, int, int, bool]], bool, bool, int, int, int],
+    [list[tuple[bytes, bool, int, int, bool, tuple[bytes, ...]]], bool, bool,
+     int, int, int],
     list[tuple[Any, ...]],
 ]
 
@@ -229,6 +237,17 @@ def walks_in_c(plan: Plan) -> bool:
             and not plan.follow_symlinks and plan.iops <= 0)
 
 
+def _skipping_reader(engine: str) -> ScanDirSkipping | None:
+    """The C reader's call that skips ignored entries, when ``engine``
+    runs it (scandir-rs leaves such directories to the Python path)."""
+    if engine_name(engine) != "c":
+        return None
+    from du_exporter.scan import _fastscan  # noqa: PLC0415 - optional module
+
+    scan_dir: ScanDirSkipping = _fastscan.scan_dir
+    return scan_dir
+
+
 def engine_available(engine: str) -> bool:
     """Whether ``engine`` (a value of ``scan-engine``) can run here."""
     try:
@@ -268,6 +287,7 @@ class _Walker:
         self.fast = _fast_engine(plan.engine)
         self.batch = _batch_reader(plan.engine)
         self.walk = _walk_type(plan.engine) if walks_in_c(plan) else None
+        self.skipping = _skipping_reader(plan.engine)
         threads = max(1, plan.threads)
         self.batch_size = threads * BATCH_PER_THREAD
         if plan.iops > 0:
@@ -393,7 +413,7 @@ class _Walker:
         batch: list[tuple[Unit, _Row]] = []
         while stack and len(batch) < self.batch_size:
             d, acc = self._row_of(stack.pop())
-            if self._fast_ok(d, self.ignore.for_dir(d.path)):
+            if self._fast_ok(d, ignores=False):
                 self._count_own(d, acc, res)
                 batch.append((d, acc))
             else:
@@ -401,9 +421,10 @@ class _Walker:
                 self._pend_done(acc, res)
         if not batch:
             return
+        rules = self.ignore.rules
         got = self.batch(
-            [(d.path, self._sorts(d.dev), d.dev, d.ino, self._nofollow(d))
-             for d, _acc in batch],
+            [(d.path, self._sorts(d.dev), d.dev, d.ino, self._nofollow(d),
+              rules(d.path)) for d, _acc in batch],
             plan.owner_usage, plan.one_file_system, plan.root_dev, plan.threads,
             SLOW_NS_PER_OP)
         for (d, acc), one in zip(batch, got, strict=True):
@@ -432,9 +453,11 @@ class _Walker:
         exact Python path."""
         assert self.fast is not None  # noqa: S101 - checked by the caller
         plan = self.plan
-        got = self.fast(d.path, self._sorts(d.dev), plan.owner_usage, d.dev,
-                        d.ino, self._nofollow(d), plan.one_file_system,
-                        plan.root_dev)
+        args = (d.path, self._sorts(d.dev), plan.owner_usage, d.dev, d.ino,
+                self._nofollow(d), plan.one_file_system, plan.root_dev)
+        rules = self.ignore.rules(d.path) if self.skipping else ()
+        got = (self.skipping(*args, rules) if self.skipping and rules
+               else self.fast(*args))
         if got is None:
             return False
         self._fold_fast(d, acc, got, res, stack)
@@ -490,8 +513,10 @@ class _Walker:
         """
         self._count_own(d, acc, res)
         skip = self.ignore.for_dir(d.path)
-        if self._fast_ok(d, skip) and self._read_fast(d, acc, res, stack):
+        if (self._fast_ok(d, ignores=skip is not None)
+                and self._read_fast(d, acc, res, stack)):
             return
+        res.python_dirs += 1
         try:
             fd = open_listed(d.path, d.dev, d.ino, nofollow=self._nofollow(d))
         except OSError as e:
@@ -517,13 +542,11 @@ class _Walker:
             if self.plan.owner_usage:
                 res.own(d.uid, d.disk, d.apparent)
 
-    def _fast_ok(
-        self, d: Unit, skip: Callable[[bytes, bytes], bool] | None
-    ) -> bool:
-        """Whether a fast engine may read ``d``: nothing ignored in it
-        (``skip``), no symlinks followed, a path short enough to open in
-        one call."""
-        return (self.fast is not None and skip is None
+    def _fast_ok(self, d: Unit, *, ignores: bool) -> bool:
+        """Whether a fast engine may read ``d``: the C reader, or nothing
+        ignored in it (``ignores``: scandir-rs does not skip); no symlinks
+        followed; a path short enough to open in one call."""
+        return (self.fast is not None and (self.skipping is not None or not ignores)
                 and not self.plan.follow_symlinks and len(d.path) < LONG_PATH)
 
     def _nofollow(self, d: Unit) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import urllib.parse
 
@@ -29,6 +30,14 @@ def connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
     except sqlite3.Error as e:
         msg = f"db-path {str(path)!r}: cannot open the database: {e}"
         raise StoreError(msg) from None
+    # Page cache (and in-memory sort) of at most 256 KiB instead of
+    # SQLite's 2 MiB: a render sorts every row of a generation, and
+    # beyond this the sort goes to a temporary file (TMPDIR), not to
+    # resident memory; measured no slower at 100,000 rows.  It reads the
+    # header: a file that is no database is reported by the caller's
+    # first read, as before.
+    with contextlib.suppress(sqlite3.DatabaseError):
+        conn.execute("PRAGMA cache_size = -256")
     return conn
 
 

@@ -121,30 +121,48 @@ class Store:
     def write_batch(
         self, gen_id: int, units: Sequence[Row], links: Sequence[Link]
     ) -> None:
-        """Store one batch of rows and links in one transaction."""
+        """Store one batch of rows and links in one transaction.
+
+        The workers' tuples are bound as they are, with no tuple rebuilt
+        per row; only a batch holding a value from 2**63 on (SQLite's
+        INTEGER is signed: a sparse giant, some inode numbers) is rolled
+        back and written again with such values as :func:`to_sql` stores
+        them.
+        """
+        try:
+            self._write(gen_id, units, links)
+        except OverflowError:
+            self._write(
+                gen_id,
+                [(*u[:6], to_sql(u[6]), to_sql(u[7]), *u[8:]) for u in units],
+                [(unit, to_sql(dev), to_sql(ino), key, to_sql(disk),
+                  to_sql(apparent), uid)
+                 for unit, dev, ino, key, disk, apparent, uid in links],
+            )
+
+    def _write(
+        self,
+        gen_id: int,
+        units: Sequence[Sequence[object]],
+        links: Sequence[Sequence[object]],
+    ) -> None:
+        gen = int(gen_id)
         with self.atomic() as c:
             # The subtree columns start as the row's own sums (most rows
             # have no row below them): completion then only adds.
             c.executemany(
-                "INSERT INTO units (gen, id, parent, depth, path, root, level,"
+                "INSERT INTO units (gen, id, parent, depth, path, root, level,"  # noqa: S608 - an int
                 " own_disk, own_apparent, own_files, own_dirs, own_mtime,"
-                " disk, apparent, files, dirs, mtime)"
-                " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12,"
-                " ?8, ?9, ?10, ?11, ?12)",
-                [
-                    (gen_id, unit_id, parent, depth, path, root, level,
-                     to_sql(disk), to_sql(apparent), files, dirs, mtime)
-                    for (unit_id, parent, depth, path, root, level, disk,
-                         apparent, files, dirs, mtime) in units
-                ],
+                f" disk, apparent, files, dirs, mtime) VALUES ({gen}, ?1, ?2,"
+                " ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?7, ?8, ?9, ?10, ?11)",
+                units,
             )
-            c.executemany(
-                "INSERT INTO links (gen, unit, dev, ino, key, disk, apparent,"
-                " uid) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [(gen_id, unit, to_sql(dev), to_sql(ino), key, to_sql(disk),
-                  to_sql(apparent), uid)
-                 for unit, dev, ino, key, disk, apparent, uid in links],
-            )
+            if links:
+                c.executemany(
+                    "INSERT INTO links (gen, unit, dev, ino, key, disk,"  # noqa: S608 - an int
+                    f" apparent, uid) VALUES ({gen}, ?, ?, ?, ?, ?, ?, ?)",
+                    links,
+                )
 
     def complete_generation(
         self,
