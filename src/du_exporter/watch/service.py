@@ -453,7 +453,8 @@ class Watcher:
             gen=gen,
             upsert=upsert,
             delete=delete,
-            dirs=[_dir_row(d) for d in change.changed if tree.dirs.get(d.path) is d],
+            dirs=[_dir_row(d) for d in change.changed | change.rekeyed
+                  if tree.dirs.get(d.path) is d],
             gone_dirs=[d.path for d in change.removed],
             histogram=list(zip(bounds, tree.totals.histogram, strict=True)),
             histogram_sum=tree.totals.histogram_sum,
