@@ -145,8 +145,8 @@ def _link_mutate(root: Path, rng: random.Random, n: int) -> None:
         elif op == "ln" and linked:
             os.link(rng.choice(linked), rng.choice(dirs) / f"l{n}")
         elif op == "ln_here" and files:
-            f = rng.choice(files)
-            os.link(f, f.with_name(f"s{n}"))
+            name = rng.choice(files)
+            os.link(name, name.with_name(f"s{n}"))
         elif op == "move_file" and linked:
             rng.choice(linked).rename(rng.choice(dirs) / f"mf{n}")
         elif op == "move_dir":
