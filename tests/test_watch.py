@@ -231,9 +231,11 @@ def test_the_database_inside_the_root_does_not_drive_publications(
             assert watch(exp.scrape(), "updates_total", root) == first
 
 
-def test_a_hard_link_falls_back_to_a_rescan(tmp_path: Path) -> None:
-    """A changed directory that holds a multiply-linked inode is not
-    updated in place: the root is rescanned, and the numbers are du's."""
+def test_a_plain_files_first_link_elsewhere_falls_back_to_a_rescan(tmp_path: Path) -> None:
+    """``ln a/f b/g`` of a file of one link raises an event in b only,
+    and a counted f as a plain file: the root is rescanned, and the
+    numbers are du's.  Changes next to the link after that are placed
+    without one."""
     with private_fs("tmpfs", tmp_path) as mnt:
         root = mnt / "r"
         (root / "a").mkdir(parents=True)
@@ -247,10 +249,62 @@ def test_a_hard_link_falls_back_to_a_rescan(tmp_path: Path) -> None:
             exp.wait_for(lambda s: (value(s, "du_exporter_watch_rescans_total", **reason) or 0) >= 1)
             samples, _ = converge(exp, root)
             assert value(samples, "du_exporter_scans_total", path=str(root), result="success") == 2
-            # Changes next to the link: rescanned again, still exact.
+            # Changes next to the link: placed again, no rescan.
             (root / "a" / "f").unlink()
             (root / "b" / "h").write_bytes(b"y" * 30_000)
+            samples, _ = converge(exp, root)
+            assert value(samples, "du_exporter_watch_rescans_total", **reason) == 1
+            assert value(samples, "du_exporter_scans_total", path=str(root), result="success") == 2
+
+
+def _append(path: Path, size: int) -> None:
+    with path.open("ab") as f:
+        f.write(b"y" * size)
+
+
+def _entries(exp: Exporter, root: Path) -> float:
+    return watch(exp.scrape(), "entries_total", root)
+
+
+def test_hard_links_move_without_a_rescan_reading_only_named_directories(
+    tmp_path: Path,
+) -> None:
+    """On ext4, with names of one inode in four directories: removing
+    the first name, linking it again, moving a directory that holds one
+    and appending through one re-place it with no rescan, and each
+    publication reads only the entries of the directories it names."""
+    with private_fs("ext4", tmp_path) as mnt:
+        root = mnt / "r"
+        names = [root / "a" / "f", root / "b" / "x" / "g", root / "c" / "h", root / "d" / "i"]
+        for p in names:
+            p.parent.mkdir(parents=True, exist_ok=True)
+        names[0].write_bytes(b"x" * 300_000)
+        for p in names[1:]:
+            os.link(names[0], p)
+        for d in ("a", "b", "c", "d"):
+            (root / d / "other").write_bytes(b"o" * 5_000)
+        with start(tmp_path, root) as exp:
+            wait_baseline(exp, root)
             converge(exp, root)
+
+            def step(change: Callable[[], None], named: list[Path]) -> None:
+                before = _entries(exp, root)
+                change()
+                samples, _ = converge(exp, root)
+                read = watch(samples, "entries_total", root) - before
+                assert read <= sum(len(os.listdir(p)) for p in named)
+
+            step(names[0].unlink, [root / "a"])
+            step(lambda: os.link(names[2], root / "a" / "back"), [root / "a"])
+            step(lambda: (root / "b" / "x").rename(root / "d" / "x"),
+                 [root / "b", root / "d", root / "d" / "x"])
+            step(lambda: _append(root / "c" / "h", 100_000), [root / "c"])
+            step((root / "d" / "i").unlink, [root / "d"])
+            samples = exp.scrape()
+            assert value(samples, "du_exporter_watch_rescans_total",
+                         path=str(root), reason="hardlink") in (None, 0)
+            assert value(samples, "du_exporter_scans_total", path=str(root),
+                         result="success") == 1
 
 
 def test_an_unsupported_filesystem_leaves_interval_scans(tmp_path: Path) -> None:

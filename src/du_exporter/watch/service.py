@@ -12,8 +12,8 @@ event reports (writes through mmap, allocation at writeback) is
 corrected there, as by the scan itself.
 
 Whatever cannot be followed exactly falls back to scanning: a queue
-overflow or a hard link in an updated directory asks the daemon for a
-full rescan of the walk; a filesystem that cannot be marked leaves its
+overflow or a plain file's first hard link made from another directory
+asks the daemon for a full rescan of the walk; a filesystem that cannot be marked leaves its
 walk to interval scans.  Each says so in one warning line.
 """
 
@@ -412,7 +412,8 @@ class Watcher:
 
     def _log_rescan(self, f: _Followed, reason: str) -> None:
         why = {
-            "hardlink": "a changed directory holds multiply-linked inodes",
+            "hardlink": "a file got a second name and its first is where no"
+                        " event was read",
             "root": "the root itself changed",
         }.get(reason, reason)
         log.info("watch_rescan", root=os.fsdecode(f.walk.top), reason=why)
