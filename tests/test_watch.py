@@ -262,8 +262,8 @@ def _append(path: Path, size: int) -> None:
         f.write(b"y" * size)
 
 
-def _entries(exp: Exporter, root: Path) -> float:
-    return watch(exp.scrape(), "entries_total", root)
+def _move(src: Path, dst: Path) -> None:
+    src.rename(dst)
 
 
 def test_hard_links_move_without_a_rescan_reading_only_named_directories(
@@ -288,15 +288,19 @@ def test_hard_links_move_without_a_rescan_reading_only_named_directories(
             converge(exp, root)
 
             def step(change: Callable[[], None], named: list[Path]) -> None:
-                before = _entries(exp, root)
+                before = exp.scrape()
                 change()
+                published = watch(before, "updates_total", root)
+                exp.wait_for(lambda s: watch(s, "updates_total", root) > published)
                 samples, _ = converge(exp, root)
-                read = watch(samples, "entries_total", root) - before
-                assert read <= sum(len(os.listdir(p)) for p in named)
+                read = watch(samples, "entries_total", root) - watch(
+                    before, "entries_total", root
+                )
+                assert 0 < read <= sum(len(os.listdir(p)) for p in named)
 
             step(names[0].unlink, [root / "a"])
             step(lambda: os.link(names[2], root / "a" / "back"), [root / "a"])
-            step(lambda: (root / "b" / "x").rename(root / "d" / "x"),
+            step(lambda: _move(root / "b" / "x", root / "d" / "x"),
                  [root / "b", root / "d", root / "d" / "x"])
             step(lambda: _append(root / "c" / "h", 100_000), [root / "c"])
             step((root / "d" / "i").unlink, [root / "d"])
