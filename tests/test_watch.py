@@ -469,3 +469,33 @@ def test_publications_equal_a_full_scan_in_every_family(tmp_path: Path) -> None:
         assert done.returncode == 0, done.stderr
         scanned = directory_families(parse(out.read_text()))
     assert served == scanned
+
+
+@pytest.mark.parametrize("one_fs", [False, True])
+def test_a_filesystem_mounted_inside_a_root_after_start(tmp_path: Path, one_fs: bool) -> None:
+    """A tmpfs mounted inside a watched root after the baseline is marked
+    (polled from /proc/self/mountinfo) and walked; files written into it
+    right away and later follow, and so does its unmount.  With
+    one-file-system it is not walked, and rows equal ``du -x``."""
+    args = ("--one-file-system",) if one_fs else ()
+    du_args = ("-x",) if one_fs else ()
+    with private_fs("tmpfs", tmp_path) as mnt:
+        root = mnt / "r"
+        (root / "x" / "old").mkdir(parents=True)
+        (root / "x" / "old" / "under").write_bytes(b"u" * 40_000)
+        with start(tmp_path, root, *args) as exp:
+            wait_baseline(exp, root)
+            converge(exp, root, *du_args)
+            with private_fs("tmpfs", root / "x") as sub:
+                (sub / "a" / "b").mkdir(parents=True)
+                (sub / "a" / "b" / "f").write_bytes(b"y" * 90_000)
+                samples, _ = converge(exp, root, *du_args)
+                inside = os.fsencode(root / "x")
+                assert (rows(samples)[inside] > 90_000) is not one_fs
+                exp.wait_event("watch_mounts_changed")
+                (sub / "a" / "later").write_bytes(b"z" * 70_000)
+                (sub / "a" / "b" / "f").unlink()
+                converge(exp, root, *du_args)
+            samples, _ = converge(exp, root, *du_args)
+            assert watch(samples, "active", root) == 1
+            assert value(samples, "du_exporter_scans_total", path=str(root), result="success") == 1
