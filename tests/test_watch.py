@@ -3,9 +3,11 @@ filesystems, mutation storms, every row compared with GNU du."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
+import signal
 import subprocess
 import time
 
@@ -498,4 +500,58 @@ def test_a_filesystem_mounted_inside_a_root_after_start(tmp_path: Path, one_fs: 
                 converge(exp, root, *du_args)
             samples, _ = converge(exp, root, *du_args)
             assert watch(samples, "active", root) == 1
+            assert value(samples, "du_exporter_scans_total", path=str(root), result="success") == 1
+
+
+def _fanotify_fds(pid: int) -> int:
+    """fanotify groups the process holds open (its fdinfo says so)."""
+    count = 0
+    for info in Path(f"/proc/{pid}/fdinfo").iterdir():
+        with contextlib.suppress(OSError):
+            count += "fanotify flags:" in info.read_text()
+    return count
+
+
+def _fds_into(pid: int, where: Path) -> int:
+    """Descriptors the process holds open on ``where`` or below."""
+    count = 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            count += os.readlink(fd).startswith(str(where))
+    return count
+
+
+def test_sighup_turns_watch_on_and_off(tmp_path: Path) -> None:
+    """A reload that sets ``watch`` false stops following (no
+    du_exporter_watch_active 1, no fanotify group, no descriptor into
+    the root left); true again follows changes at once, several times
+    over."""
+    with private_fs("tmpfs", tmp_path) as mnt:
+        root = mnt / "r"
+        (root / "a").mkdir(parents=True)
+        cfg = tmp_path / "c.yml"
+        base = (f"analyzed-path: {root}\ndir-level: {LEVEL}\n"
+                "scan-interval-minutes: 0\nwatch-delay-seconds: 0.5\n")
+        cfg.write_text(base + "watch: true\n")
+        with Exporter(tmp_path, "--config", str(cfg)) as exp:
+            pid = exp.proc.pid
+            wait_baseline(exp, root)
+            assert _fanotify_fds(pid) == 1
+            for n in range(1, 4):
+                cfg.write_text(base + "watch: false\n")
+                exp.signal(signal.SIGHUP)
+                exp.wait_event("reloaded", 2 * n - 1)
+                samples = exp.scrape()
+                assert value(samples, "du_exporter_watch_active", path=str(root)) in (None, 0)
+                assert _fanotify_fds(pid) == 0
+                assert _fds_into(pid, mnt) == 0
+                cfg.write_text(base + "watch: true\n")
+                exp.signal(signal.SIGHUP)
+                exp.wait_event("reloaded", 2 * n)
+                exp.wait_event("watch_baseline", n + 1)
+                samples = exp.wait_for(lambda s: watch(s, "active", root) == 1)
+                assert _fanotify_fds(pid) == 1
+                (root / "a" / f"f{n}").write_bytes(b"x" * 30_000 * n)
+                converge(exp, root)
+            samples = exp.scrape()
             assert value(samples, "du_exporter_scans_total", path=str(root), result="success") == 1
