@@ -268,7 +268,7 @@ def _move(src: Path, dst: Path) -> None:
     src.rename(dst)
 
 
-def test_hard_links_move_without_a_rescan_reading_only_named_directories(
+def test_hard_links_move_without_a_rescan_reading_only_what_is_named(
     tmp_path: Path,
 ) -> None:
     """On ext4, with names of one inode in four directories: removing
@@ -283,8 +283,8 @@ def test_hard_links_move_without_a_rescan_reading_only_named_directories(
         names[0].write_bytes(b"x" * 300_000)
         for p in names[1:]:
             os.link(names[0], p)
-        for d in ("a", "b", "c", "d"):
-            (root / d / "other").write_bytes(b"o" * 5_000)
+        for name in ("a", "b", "c", "d"):
+            (root / name / "other").write_bytes(b"o" * 5_000)
         with start(tmp_path, root) as exp:
             wait_baseline(exp, root)
             converge(exp, root)
@@ -300,12 +300,14 @@ def test_hard_links_move_without_a_rescan_reading_only_named_directories(
                 )
                 assert 0 < read <= sum(len(os.listdir(p)) for p in named)
 
-            step(names[0].unlink, [root / "a"])
-            step(lambda: os.link(names[2], root / "a" / "back"), [root / "a"])
-            step(lambda: _move(root / "b" / "x", root / "d" / "x"),
-                 [root / "b", root / "d", root / "d" / "x"])
-            step(lambda: _append(root / "c" / "h", 100_000), [root / "c"])
-            step((root / "d" / "i").unlink, [root / "d"])
+            # Named directories, then those holding the inode's other
+            # names (read for their per-name numbers, once each).
+            a, c, d = root / "a", root / "c", root / "d"
+            step(names[0].unlink, [a])
+            step(lambda: os.link(names[2], a / "back"), [a, root / "b" / "x", c, d])
+            step(lambda: _move(root / "b" / "x", d / "x"), [root / "b", d, d / "x", a, c])
+            step(lambda: _append(c / "h", 100_000), [c, a, d, d / "x"])
+            step((d / "i").unlink, [d])
             samples = exp.scrape()
             assert value(samples, "du_exporter_watch_rescans_total",
                          path=str(root), reason="hardlink") in (None, 0)
@@ -447,13 +449,17 @@ def directory_families(samples: Samples) -> Samples:
 
 def test_publications_equal_a_full_scan_in_every_family(tmp_path: Path) -> None:
     """Counts, newest mtimes, the histogram and the owner sums a watch
-    publication serves are what a full scan of the same tree gives."""
+    publication serves are what a full scan of the same tree gives, hard
+    links placed again included."""
     rng = random.Random("families")  # noqa: S311 - a reproducible storm
     with private_fs("ext4", tmp_path) as mnt:
         root = mnt / "tree"
         root.mkdir()
         seed(root, rng, dirs=200, files=2000)
         shutil.rmtree(root / "skipme")
+        dirs, _leaves, files = _listing(root)
+        for i, f in enumerate(rng.sample(files, 100)):  # names placed again
+            os.link(f, rng.choice(dirs) / f"h{i}")
         with start(tmp_path, root, "--owner-usage") as exp:
             wait_baseline(exp, root)
             storm(root, rng, 150)

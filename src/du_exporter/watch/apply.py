@@ -11,7 +11,11 @@ order key (the walker's: listing positions from the top) among the
 directories holding a name of it.  Every read records the names of
 multiply-linked inodes it met with their listing positions; after the
 reads of an update, each inode whose names, positions or sizes changed
-is placed again, with no further read.  Positions are kept relative to
+is placed again, with no further read for the placing itself.  What
+each name adds to its own directory (a histogram entry, the newest
+mtime) changes with the inode and no event names the other names'
+directories: a directory an event named has those read too, once each
+(no further: their own links are not followed).  Positions are kept relative to
 their directory, and a directory whose listing order changed passes its
 new key down to its subtree in memory, so names elsewhere compare right
 whatever a create or delete did to a listing's order (ext4 re-hashes a
@@ -192,28 +196,64 @@ def update(tree: Tree, reader: Reader, dirty: set[bytes]) -> Change:
     change = Change()
     known = set(tree.holders)
     touched: set[Inode] = set()
-    heap: list[tuple[int, bytes]] = []
+    work = _Work(tree)
     for path in dirty:
         if path in tree.dirs:
-            heapq.heappush(heap, (depth_under(path, tree.top), path))
-    fresh: set[bytes] = set()
-    while heap:
-        _depth, path = heapq.heappop(heap)
+            work.push(path, named=True)
+    while work.heap:
+        _depth, rank, path = heapq.heappop(work.heap)
         d = tree.dirs.get(path)
-        if d is None or path in fresh:
-            continue  # left with its parent, or already read
-        fresh.add(path)
+        if d is None:
+            continue  # left with its parent
+        if path in work.fresh:
+            if rank == _NAMED:
+                work.holders_of(d)  # read as a holder first: now named
+            continue
+        work.fresh.add(path)
         unit = reader.unit_of(path, d.key)
         if unit is None or (unit.dev, unit.ino) != (d.dev, d.ino):
             if d.parent is None:
                 raise NeedsRescan("root")
             # Replaced or gone: its parent's listing says what is there.
-            fresh.discard(d.parent.path)
-            heapq.heappush(heap, (_depth - 1, d.parent.path))
+            work.fresh.discard(d.parent.path)
+            work.push(d.parent.path, named=True)
             continue
-        _reread(tree, reader, d, unit, change, fresh, heap, _depth, touched)
+        _reread(tree, reader, d, unit, change, work, touched)
+        if rank == _NAMED:
+            work.holders_of(d)
     _replace(tree, touched, known, change)
     return change
+
+
+#: Heap ranks: a directory an event named (or whose listing must be read
+#: again) before one read because it holds another name of a linked inode.
+_NAMED, _HOLDER = 0, 1
+
+
+class _Work:
+    """The directories an update still reads, shallowest first."""
+
+    def __init__(self, tree: Tree) -> None:
+        self.tree = tree
+        self.heap: list[tuple[int, int, bytes]] = []
+        self.fresh: set[bytes] = set()
+        self.followed: set[bytes] = set()
+
+    def push(self, path: bytes, *, named: bool) -> None:
+        depth = depth_under(path, self.tree.top)
+        heapq.heappush(self.heap, (depth, _NAMED if named else _HOLDER, path))
+
+    def holders_of(self, d: Dir) -> None:
+        """A write through one name changes what every other name's
+        directory counts for it (histogram, newest mtime) and no event
+        names those directories: read them too, once."""
+        if d.path in self.followed:
+            return
+        self.followed.add(d.path)
+        for inode in d.occ:
+            for h in self.tree.holders.get(inode, ()):
+                if h is not d and h.path not in self.fresh:
+                    self.push(h.path, named=False)
 
 
 def _reread(
@@ -222,9 +262,7 @@ def _reread(
     d: Dir,
     unit: Unit,
     change: Change,
-    fresh: set[bytes],
-    heap: list[tuple[int, bytes]],
-    depth: int,
+    work: _Work,
     touched: set[Inode],
 ) -> None:
     res = reader.read(unit)
@@ -243,8 +281,8 @@ def _reread(
         if u is not None and (u.dev, u.ino) == (child.dev, child.ino):
             if u.key != child.key:
                 _rekey(child, u.key, change, touched)
-            if _inode(u) != child.inode and path not in fresh:
-                heapq.heappush(heap, (depth + 1, path))
+            if _inode(u) != child.inode and path not in work.fresh:
+                work.push(path, named=True)
             continue
         gone = tree.remove(child)
         for x in gone:
@@ -259,7 +297,7 @@ def _reread(
             touched.update(tree.set_occ(x, occ))
             tree.sizes.update(sizes)
         tree.graft(dirs[0], dirs)
-        fresh.update(x.path for x in dirs)
+        work.fresh.update(x.path for x in dirs)
         change.changed.update(dirs)
     change.changed.update(tree.ancestors(d))
 
