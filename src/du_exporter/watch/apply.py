@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 
 from du_exporter.paths import Walk, depth_under
 from du_exporter.scan.budget import Throttle
+from du_exporter.scan.fs import open_listed
 from du_exporter.scan.model import DirRead, Plan, Unit
 from du_exporter.scan.walker import unit_reader
 from du_exporter.watch.state import Dir, Inode, Own, Sizes, Tree, subtree
@@ -338,15 +339,22 @@ def _check_names(tree: Tree, inode: Inode, change: Change) -> None:
     d = next(iter(held))
     nlink = 0
     try:
-        with os.scandir(d.path) as it:
+        # Opened as the walker opens: the directory listed, no symlink.
+        fd = open_listed(d.path, d.dev, d.ino, nofollow=d.parent is not None)
+    except OSError:
+        raise NeedsRescan("hardlink") from None
+    try:
+        with os.scandir(fd) as it:
             for entry in it:
                 change.entries += 1
                 if entry.inode() != inode[1] or nlink:
                     continue
-                st = entry.stat(follow_symlinks=False)
+                st = os.stat(entry.name, dir_fd=fd, follow_symlinks=False)
                 if (st.st_dev, st.st_ino) == inode:
                     nlink = st.st_nlink
     except OSError:
         nlink = 0
+    finally:
+        os.close(fd)
     if nlink == 0 or nlink > names:
         raise NeedsRescan("hardlink")
