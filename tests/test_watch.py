@@ -3,9 +3,11 @@ filesystems, mutation storms, every row compared with GNU du."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
+import signal
 import subprocess
 import time
 
@@ -231,9 +233,11 @@ def test_the_database_inside_the_root_does_not_drive_publications(
             assert watch(exp.scrape(), "updates_total", root) == first
 
 
-def test_a_hard_link_falls_back_to_a_rescan(tmp_path: Path) -> None:
-    """A changed directory that holds a multiply-linked inode is not
-    updated in place: the root is rescanned, and the numbers are du's."""
+def test_a_plain_files_first_link_elsewhere_falls_back_to_a_rescan(tmp_path: Path) -> None:
+    """``ln a/f b/g`` of a file of one link raises an event in b only,
+    and a counted f as a plain file: the root is rescanned, and the
+    numbers are du's.  Changes next to the link after that are placed
+    without one."""
     with private_fs("tmpfs", tmp_path) as mnt:
         root = mnt / "r"
         (root / "a").mkdir(parents=True)
@@ -247,10 +251,68 @@ def test_a_hard_link_falls_back_to_a_rescan(tmp_path: Path) -> None:
             exp.wait_for(lambda s: (value(s, "du_exporter_watch_rescans_total", **reason) or 0) >= 1)
             samples, _ = converge(exp, root)
             assert value(samples, "du_exporter_scans_total", path=str(root), result="success") == 2
-            # Changes next to the link: rescanned again, still exact.
+            # Changes next to the link: placed again, no rescan.
             (root / "a" / "f").unlink()
             (root / "b" / "h").write_bytes(b"y" * 30_000)
+            samples, _ = converge(exp, root)
+            assert value(samples, "du_exporter_watch_rescans_total", **reason) == 1
+            assert value(samples, "du_exporter_scans_total", path=str(root), result="success") == 2
+
+
+def _append(path: Path, size: int) -> None:
+    with path.open("ab") as f:
+        f.write(b"y" * size)
+
+
+def _move(src: Path, dst: Path) -> None:
+    src.rename(dst)
+
+
+def test_hard_links_move_without_a_rescan_reading_only_what_is_named(
+    tmp_path: Path,
+) -> None:
+    """On ext4, with names of one inode in four directories: removing
+    the first name, linking it again, moving a directory that holds one
+    and appending through one re-place it with no rescan, and each
+    publication reads only the entries of the directories it names."""
+    with private_fs("ext4", tmp_path) as mnt:
+        root = mnt / "r"
+        names = [root / "a" / "f", root / "b" / "x" / "g", root / "c" / "h", root / "d" / "i"]
+        for p in names:
+            p.parent.mkdir(parents=True, exist_ok=True)
+        names[0].write_bytes(b"x" * 300_000)
+        for p in names[1:]:
+            os.link(names[0], p)
+        for name in ("a", "b", "c", "d"):
+            (root / name / "other").write_bytes(b"o" * 5_000)
+        with start(tmp_path, root) as exp:
+            wait_baseline(exp, root)
             converge(exp, root)
+
+            def step(change: Callable[[], None], named: list[Path]) -> None:
+                before = exp.scrape()
+                change()
+                published = watch(before, "updates_total", root)
+                exp.wait_for(lambda s: watch(s, "updates_total", root) > published)
+                samples, _ = converge(exp, root)
+                read = watch(samples, "entries_total", root) - watch(
+                    before, "entries_total", root
+                )
+                assert 0 < read <= sum(len(os.listdir(p)) for p in named)
+
+            # Named directories, then those holding the inode's other
+            # names (read for their per-name numbers, once each).
+            a, c, d = root / "a", root / "c", root / "d"
+            step(names[0].unlink, [a])
+            step(lambda: os.link(names[2], a / "back"), [a, root / "b" / "x", c, d])
+            step(lambda: _move(root / "b" / "x", d / "x"), [root / "b", d, d / "x", a, c])
+            step(lambda: _append(c / "h", 100_000), [c, a, d, d / "x"])
+            step((d / "i").unlink, [d])
+            samples = exp.scrape()
+            assert value(samples, "du_exporter_watch_rescans_total",
+                         path=str(root), reason="hardlink") in (None, 0)
+            assert value(samples, "du_exporter_scans_total", path=str(root),
+                         result="success") == 1
 
 
 def test_an_unsupported_filesystem_leaves_interval_scans(tmp_path: Path) -> None:
@@ -387,13 +449,17 @@ def directory_families(samples: Samples) -> Samples:
 
 def test_publications_equal_a_full_scan_in_every_family(tmp_path: Path) -> None:
     """Counts, newest mtimes, the histogram and the owner sums a watch
-    publication serves are what a full scan of the same tree gives."""
+    publication serves are what a full scan of the same tree gives, hard
+    links placed again included."""
     rng = random.Random("families")  # noqa: S311 - a reproducible storm
     with private_fs("ext4", tmp_path) as mnt:
         root = mnt / "tree"
         root.mkdir()
         seed(root, rng, dirs=200, files=2000)
         shutil.rmtree(root / "skipme")
+        dirs, _leaves, files = _listing(root)
+        for i, f in enumerate(rng.sample(files, 100)):  # names placed again
+            os.link(f, rng.choice(dirs) / f"h{i}")
         with start(tmp_path, root, "--owner-usage") as exp:
             wait_baseline(exp, root)
             storm(root, rng, 150)
@@ -411,3 +477,93 @@ def test_publications_equal_a_full_scan_in_every_family(tmp_path: Path) -> None:
         assert done.returncode == 0, done.stderr
         scanned = directory_families(parse(out.read_text()))
     assert served == scanned
+
+
+@pytest.mark.parametrize("one_fs", [False, True])
+def test_a_filesystem_mounted_inside_a_root_after_start(tmp_path: Path, one_fs: bool) -> None:
+    """A tmpfs mounted inside a watched root after the baseline is marked
+    (polled from /proc/self/mountinfo) and walked; files written into it
+    right away and later follow, and so does its unmount, which watching
+    does not keep busy.  With one-file-system it is not walked, and rows
+    equal ``du -x``."""
+    args = ("--one-file-system",) if one_fs else ()
+    du_args = ("-x",) if one_fs else ()
+    with private_fs("tmpfs", tmp_path) as mnt:
+        root = mnt / "r"
+        (root / "x" / "old").mkdir(parents=True)
+        (root / "x" / "old" / "under").write_bytes(b"u" * 40_000)
+        with start(tmp_path, root, *args) as exp:
+            wait_baseline(exp, root)
+            converge(exp, root, *du_args)
+            with private_fs("tmpfs", root / "x") as sub:
+                (sub / "a" / "b").mkdir(parents=True)
+                (sub / "a" / "b" / "f").write_bytes(b"y" * 90_000)
+                samples, _ = converge(exp, root, *du_args)
+                inside = os.fsencode(root / "x")
+                assert (rows(samples)[inside] > 90_000) is not one_fs
+                exp.wait_event("watch_mounts_changed")
+                (sub / "a" / "later").write_bytes(b"z" * 70_000)
+                (sub / "a" / "b" / "f").unlink()
+                converge(exp, root, *du_args)
+                # Watching does not keep the filesystem busy.
+                done = subprocess.run(["umount", str(sub)], capture_output=True,
+                                      text=True, check=False)
+                assert done.returncode == 0, done.stderr
+                samples, _ = converge(exp, root, *du_args)
+                assert rows(samples)[inside] < 90_000
+            assert watch(samples, "active", root) == 1
+            assert value(samples, "du_exporter_scans_total", path=str(root), result="success") == 1
+
+
+def _fanotify_fds(pid: int) -> int:
+    """fanotify groups the process holds open (its fdinfo says so)."""
+    count = 0
+    for info in Path(f"/proc/{pid}/fdinfo").iterdir():
+        with contextlib.suppress(OSError):
+            count += "fanotify flags:" in info.read_text()
+    return count
+
+
+def _fds_into(pid: int, where: Path) -> int:
+    """Descriptors the process holds open on ``where`` or below."""
+    count = 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            count += os.readlink(fd).startswith(str(where))
+    return count
+
+
+def test_sighup_turns_watch_on_and_off(tmp_path: Path) -> None:
+    """A reload that sets ``watch`` false stops following (no
+    du_exporter_watch_active 1, no fanotify group, no descriptor into
+    the root left); true again follows changes at once, several times
+    over."""
+    with private_fs("tmpfs", tmp_path) as mnt:
+        root = mnt / "r"
+        (root / "a").mkdir(parents=True)
+        cfg = tmp_path / "c.yml"
+        base = (f"analyzed-path: {root}\ndir-level: {LEVEL}\n"
+                "scan-interval-minutes: 0\nwatch-delay-seconds: 0.5\n")
+        cfg.write_text(base + "watch: true\n")
+        with Exporter(tmp_path, "--config", str(cfg)) as exp:
+            pid = exp.proc.pid
+            wait_baseline(exp, root)
+            assert _fanotify_fds(pid) == 1
+            for n in range(1, 4):
+                cfg.write_text(base + "watch: false\n")
+                exp.signal(signal.SIGHUP)
+                exp.wait_event("reloaded", 2 * n - 1)
+                samples = exp.scrape()
+                assert value(samples, "du_exporter_watch_active", path=str(root)) in (None, 0)
+                assert _fanotify_fds(pid) == 0
+                assert _fds_into(pid, mnt) == 0
+                cfg.write_text(base + "watch: true\n")
+                exp.signal(signal.SIGHUP)
+                exp.wait_event("reloaded", 2 * n)
+                exp.wait_event("watch_baseline", n + 1)
+                samples = exp.wait_for(lambda s: watch(s, "active", root) == 1)
+                assert _fanotify_fds(pid) == 1
+                (root / "a" / f"f{n}").write_bytes(b"x" * 30_000 * n)
+                converge(exp, root)
+            samples = exp.scrape()
+            assert value(samples, "du_exporter_scans_total", path=str(root), result="success") == 1

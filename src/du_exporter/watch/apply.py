@@ -6,9 +6,26 @@ handed back instead of walked), its own sums replace the old ones, and
 subdirectories that appeared are walked whole while those that vanished
 leave the tree.  No number ever comes from an event.
 
-Hard links are placed walk-wide (where du meets an inode first); a
-directory that holds or held one is not re-placed here: the update
-asks for a full rescan instead (:class:`NeedsRescan`).
+Hard links are counted where du meets an inode first: the smallest
+order key (the walker's: listing positions from the top) among the
+directories holding a name of it.  Every read records the names of
+multiply-linked inodes it met with their listing positions; after the
+reads of an update, each inode whose names, positions or sizes changed
+is placed again, with no further read for the placing itself.  What
+each name adds to its own directory (a histogram entry, the newest
+mtime) changes with the inode and no event names the other names'
+directories: a directory an event named has those read too, once each
+(no further: their own links are not followed).  Positions are kept relative to
+their directory, and a directory whose listing order changed passes its
+new key down to its subtree in memory, so names elsewhere compare right
+whatever a create or delete did to a listing's order (ext4 re-hashes a
+directory growing past one block; tmpfs lists the newest first).
+
+One case needs what no read of the named directories tells: a file of
+one link gets a second name (``ln``), and only the new name's directory
+raises an event.  The old name was counted as a plain file where it is;
+when an inode first seen in an update has more links than names found,
+the update asks for a full rescan instead (:class:`NeedsRescan`).
 """
 
 from __future__ import annotations
@@ -21,9 +38,10 @@ from dataclasses import dataclass, field
 
 from du_exporter.paths import Walk, depth_under
 from du_exporter.scan.budget import Throttle
+from du_exporter.scan.fs import open_listed
 from du_exporter.scan.model import DirRead, Plan, Unit
 from du_exporter.scan.walker import unit_reader
-from du_exporter.watch.state import Dir, Own, Tree
+from du_exporter.watch.state import Dir, Inode, Own, Sizes, Tree, subtree
 
 
 class OneDir(Plan):
@@ -47,6 +65,8 @@ class Change:
     changed: set[Dir] = field(default_factory=set)
     #: Directories that left the tree.
     removed: list[Dir] = field(default_factory=list)
+    #: Directories whose order key changed (their own sums did not).
+    rekeyed: set[Dir] = field(default_factory=set)
     #: Directory entries read.
     entries: int = 0
     unreadable: list[tuple[bytes, str]] = field(default_factory=list)
@@ -108,30 +128,61 @@ class Reader:
         return out, links
 
 
+#: A read's multiply-linked inodes: position in the directory and
+#: names there, and their sizes.
+_Occ = tuple[dict[Inode, tuple[bytes, int]], dict[Inode, Sizes]]
+_Links = list[tuple[int, int, bytes, int, int, int]]
+
+
+def _occ(d: Dir, links: _Links) -> _Occ:
+    occ: dict[Inode, tuple[bytes, int]] = {}
+    sizes: dict[Inode, Sizes] = {}
+    cut = len(d.key)
+    for dev, ino, key, disk, apparent, uid in links:
+        pos = key[cut:]
+        seen = occ.get((dev, ino))
+        occ[dev, ino] = (pos, 1) if seen is None else (min(seen[0], pos), seen[1] + 1)
+        sizes[dev, ino] = (disk, apparent, uid)
+    return occ, sizes
+
+
+def _first(tree: Tree, inode: Inode) -> Dir | None:
+    """The directory where du meets ``inode`` first."""
+    held = tree.holders.get(inode)
+    if not held:
+        return None
+    return min(held, key=lambda d: d.key + d.occ[inode][0])
+
+
 def baseline(reader: Reader) -> tuple[Tree, Change]:
     """Read the whole walk: the tree updates start from."""
     walk = reader.walk
     change = Change()
-    tree = Tree(walk.top)
+    tree = Tree(walk.top, owners=reader.plan.owner_usage)
     top = reader.unit_of(walk.top, b"")
     if top is None:
         raise NeedsRescan("root")
     dirs, links = reader.walk_subtree(top, None, change)
-    # Each inode once, where du meets it first (the smallest order key).
-    first: dict[tuple[int, int], tuple[bytes, Dir, int, int, int]] = {}
-    for d, (dev, ino, key, disk, apparent, uid) in links:
-        seen = first.get((dev, ino))
-        if seen is None or key < seen[0]:
-            first[dev, ino] = (key, d, disk, apparent, uid)
-    for _key, d, disk, apparent, uid in first.values():
-        d.own.disk += disk
-        d.own.apparent += apparent
-        sums = d.own.owners.setdefault(uid, [0, 0])
-        sums[0] += disk
-        sums[1] += apparent
+    for d, found in _by_dir(links):
+        occ, sizes = _occ(d, found)
+        tree.set_occ(d, occ)
+        tree.sizes.update(sizes)
+    # Each inode once, where du meets it first (the smallest order key);
+    # counted in its own sums before the tree is summed.
+    for inode in tree.holders:
+        first = _first(tree, inode)
+        if first is not None:
+            tree.preplace(first, inode, tree.sizes[inode])
     tree.graft(dirs[0], dirs)
     change.changed.update(dirs)
     return tree, change
+
+
+def _by_dir(links: list[tuple[Dir, tuple[int, int, bytes, int, int, int]]]) -> list[tuple[Dir, _Links]]:
+    out: dict[Dir, _Links] = {}
+    for d, link in links:
+        out.setdefault(d, []).append(link)
+    return list(out.items())
 
 
 def update(tree: Tree, reader: Reader, dirty: set[bytes]) -> Change:
@@ -140,31 +191,70 @@ def update(tree: Tree, reader: Reader, dirty: set[bytes]) -> Change:
     A path the tree does not know is either below a directory that is
     new (its parent's event brings it in, walked whole after the event)
     or not walked at all (ignored, another filesystem under ``-x``).
-    Raises :class:`NeedsRescan` when hard links are involved; the tree
-    is then partly updated and must be rebuilt.
+    Raises :class:`NeedsRescan` when a hard link cannot be placed
+    exactly; the tree is then partly updated and must be rebuilt.
     """
     change = Change()
-    heap: list[tuple[int, bytes]] = []
+    known = set(tree.holders)
+    touched: set[Inode] = set()
+    work = _Work(tree)
     for path in dirty:
         if path in tree.dirs:
-            heapq.heappush(heap, (depth_under(path, tree.top), path))
-    fresh: set[bytes] = set()
-    while heap:
-        _depth, path = heapq.heappop(heap)
+            work.push(path, named=True)
+    while work.heap:
+        _depth, rank, path = heapq.heappop(work.heap)
         d = tree.dirs.get(path)
-        if d is None or path in fresh:
-            continue  # left with its parent, or already read
-        fresh.add(path)
+        if d is None:
+            continue  # left with its parent
+        if path in work.fresh:
+            if rank == _NAMED:
+                work.holders_of(d)  # read as a holder first: now named
+            continue
+        work.fresh.add(path)
         unit = reader.unit_of(path, d.key)
         if unit is None or (unit.dev, unit.ino) != (d.dev, d.ino):
             if d.parent is None:
                 raise NeedsRescan("root")
             # Replaced or gone: its parent's listing says what is there.
-            fresh.discard(d.parent.path)
-            heapq.heappush(heap, (_depth - 1, d.parent.path))
+            work.fresh.discard(d.parent.path)
+            work.push(d.parent.path, named=True)
             continue
-        _reread(tree, reader, d, unit, change, fresh, heap, _depth)
+        _reread(tree, reader, d, unit, change, work, touched)
+        if rank == _NAMED:
+            work.holders_of(d)
+    _replace(tree, touched, known, change)
     return change
+
+
+#: Heap ranks: a directory an event named (or whose listing must be read
+#: again) before one read because it holds another name of a linked inode.
+_NAMED, _HOLDER = 0, 1
+
+
+class _Work:
+    """The directories an update still reads, shallowest first."""
+
+    def __init__(self, tree: Tree) -> None:
+        self.tree = tree
+        self.heap: list[tuple[int, int, bytes]] = []
+        self.fresh: set[bytes] = set()
+        self.followed: set[bytes] = set()
+
+    def push(self, path: bytes, *, named: bool) -> None:
+        depth = depth_under(path, self.tree.top)
+        heapq.heappush(self.heap, (depth, _NAMED if named else _HOLDER, path))
+
+    def holders_of(self, d: Dir) -> None:
+        """A write through one name changes what every other name's
+        directory counts for it (histogram, newest mtime) and no event
+        names those directories: read them too, once."""
+        if d.path in self.followed:
+            return
+        self.followed.add(d.path)
+        for inode in d.occ:
+            for h in self.tree.holders.get(inode, ()):
+                if h is not d and h.path not in self.fresh:
+                    self.push(h.path, named=False)
 
 
 def _reread(
@@ -173,45 +263,98 @@ def _reread(
     d: Dir,
     unit: Unit,
     change: Change,
-    fresh: set[bytes],
-    heap: list[tuple[int, bytes]],
-    depth: int,
+    work: _Work,
+    touched: set[Inode],
 ) -> None:
     res = reader.read(unit)
     change.entries += res.entries
     change.unreadable.extend(res.errors)
-    if res.links or d.own.links:
-        raise NeedsRescan("hardlink")
     d.inode = _inode(unit)
+    occ, sizes = _occ(d, res.links)
+    touched.update(sizes)  # sizes may have changed even where not placed
+    touched.update(tree.set_occ(d, occ))
+    tree.sizes.update(sizes)
     tree.set_own(d, reader.own(res))
     change.changed.update(tree.ancestors(d))
     listed = {u.path: u for u in res.children}
     for path, child in list(d.children.items()):
         u = listed.get(path)
         if u is not None and (u.dev, u.ino) == (child.dev, child.ino):
-            child.key = u.key
-            if _inode(u) != child.inode and path not in fresh:
-                heapq.heappush(heap, (depth + 1, path))
+            if u.key != child.key:
+                _rekey(child, u.key, change, touched)
+            if _inode(u) != child.inode and path not in work.fresh:
+                work.push(path, named=True)
             continue
-        if any(x.own.links for x in _subtree(child)):
-            raise NeedsRescan("hardlink")
-        change.removed.extend(tree.remove(child))
+        gone = tree.remove(child)
+        for x in gone:
+            touched.update(x.occ)
+        change.removed.extend(gone)
     for path, u in listed.items():
         if path in d.children:
             continue
         dirs, links = reader.walk_subtree(u, d, change)
-        if links:
-            raise NeedsRescan("hardlink")
+        for x, found in _by_dir(links):
+            occ, sizes = _occ(x, found)
+            touched.update(tree.set_occ(x, occ))
+            tree.sizes.update(sizes)
         tree.graft(dirs[0], dirs)
-        fresh.update(x.path for x in dirs)
+        work.fresh.update(x.path for x in dirs)
         change.changed.update(dirs)
     change.changed.update(tree.ancestors(d))
 
 
-def _subtree(d: Dir) -> list[Dir]:
-    out, stack = [], [d]
-    while stack:
-        x = stack.pop()
-        out.append(x)
-        stack.extend(x.children.values())
-    return out
+def _rekey(d: Dir, key: bytes, change: Change, touched: set[Inode]) -> None:
+    """``d`` moved in its parent's listing order: so did its subtree."""
+    old = len(d.key)
+    for x in subtree(d):
+        x.key = key + x.key[old:]
+        touched.update(x.occ)
+        change.rekeyed.add(x)
+
+
+def _replace(tree: Tree, touched: set[Inode], known: set[Inode], change: Change) -> None:
+    """Count each touched inode where du now meets it first."""
+    for inode in touched:
+        old = tree.where.get(inode)
+        win = _first(tree, inode)
+        if win is None:
+            tree.holders.pop(inode, None)
+            tree.sizes.pop(inode, None)
+        elif inode not in known:
+            _check_names(tree, inode, change)
+        sizes = tree.sizes.get(inode)
+        if old is not None and (old is not win or old.placed[inode] != sizes):
+            tree.place(old, inode, old.placed[inode], -1)
+            change.changed.update(tree.ancestors(old))
+        if win is not None and sizes is not None and inode not in win.placed:
+            tree.place(win, inode, sizes, 1)
+            change.changed.update(tree.ancestors(win))
+
+
+def _check_names(tree: Tree, inode: Inode, change: Change) -> None:
+    """An inode new to the tree: every name of it must be in a directory
+    read, or one counted as a plain file is somewhere no event named."""
+    held = tree.holders[inode]
+    names = sum(d.occ[inode][1] for d in held)
+    d = next(iter(held))
+    nlink = 0
+    try:
+        # Opened as the walker opens: the directory listed, no symlink.
+        fd = open_listed(d.path, d.dev, d.ino, nofollow=d.parent is not None)
+    except OSError:
+        raise NeedsRescan("hardlink") from None
+    try:
+        with os.scandir(fd) as it:
+            for entry in it:
+                change.entries += 1
+                if entry.inode() != inode[1] or nlink:
+                    continue
+                st = os.stat(entry.name, dir_fd=fd, follow_symlinks=False)
+                if (st.st_dev, st.st_ino) == inode:
+                    nlink = st.st_nlink
+    except OSError:
+        nlink = 0
+    finally:
+        os.close(fd)
+    if nlink == 0 or nlink > names:
+        raise NeedsRescan("hardlink")

@@ -149,9 +149,9 @@ def _reason(err: int) -> str:
     return os.strerror(err)
 
 
-def fsid_of(path: bytes) -> tuple[int, int]:
+def fsid_of(path: bytes | int) -> tuple[int, int]:
     """The filesystem id events carry, as ``statfs`` reports it."""
-    fsid = os.statvfs(path).f_fsid
+    fsid = (os.fstatvfs(path) if isinstance(path, int) else os.statvfs(path)).f_fsid
     # glibc packs the two 32-bit halves into one unsigned long.
     lo = fsid & 0xFFFFFFFF
     hi = (fsid >> 32) & 0xFFFFFFFF
@@ -187,8 +187,10 @@ class FanotifyGroup:
         self.on_dirs = on_dirs
         self.on_overflow = on_overflow
         self.quiet = quiet
-        #: fsid -> a descriptor on that filesystem for open_by_handle_at.
-        self._mounts: dict[tuple[int, int], int] = {}
+        #: fsid -> where that filesystem was marked: opened for each batch
+        #: of events (open_by_handle_at needs a descriptor on it), never
+        #: held, so an unmount is not kept busy.
+        self._mounts: dict[tuple[int, int], list[bytes]] = {}
         self._lock = threading.Lock()
         self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self._thread: threading.Thread | None = None
@@ -214,13 +216,13 @@ class FanotifyGroup:
             os.close(mount_fd)
             msg = "filesystem reports no fsid"
             raise WatchUnavailableError(msg)
+        try:
+            # open_by_handle_at needs CAP_DAC_READ_SEARCH: find out now.
+            self._check_handles(mount_fd)
+        finally:
+            os.close(mount_fd)
         with self._lock:
-            old = self._mounts.get(fsid)
-            self._mounts[fsid] = mount_fd
-        if old is not None:
-            os.close(old)
-        # open_by_handle_at needs CAP_DAC_READ_SEARCH: find out now.
-        self._check_handles(mount_fd)
+            self._mounts.setdefault(fsid, []).append(path)
 
     def _check_handles(self, mount_fd: int) -> None:
         handle = ctypes.create_string_buffer(_HANDLE.size + 128)
@@ -264,8 +266,6 @@ class FanotifyGroup:
         os.close(self._wake_r)
         os.close(self._wake_w)
         with self._lock:
-            for fd in self._mounts.values():
-                os.close(fd)
             self._mounts.clear()
 
     def _run(self) -> None:
@@ -304,23 +304,47 @@ class FanotifyGroup:
                 names.add(name)
                 handles[fsid, handle] = (count + 1, names)
         dirs: dict[bytes, int] = {}
-        for (fsid, handle), (count, names) in handles.items():
-            path = self.resolve(fsid, handle)
-            if path is not None and not self.quiet(path, names):
-                dirs[path] = dirs.get(path, 0) + count
+        opened: dict[tuple[int, int], int | None] = {}
+        try:
+            for (fsid, handle), (count, names) in handles.items():
+                if fsid not in opened:
+                    opened[fsid] = self._open_fs(fsid)
+                path = self.resolve(opened[fsid], handle)
+                if path is not None and not self.quiet(path, names):
+                    dirs[path] = dirs.get(path, 0) + count
+        finally:
+            for fd in opened.values():
+                if fd is not None:
+                    os.close(fd)
         if overflow:
             self.on_overflow()
         self.on_dirs(dirs)
 
-    def resolve(self, fsid: tuple[int, int], handle: bytes) -> bytes | None:
-        """The directory's path now; None once it is gone."""
+    def _open_fs(self, fsid: tuple[int, int]) -> int | None:
+        """A descriptor on the marked filesystem ``fsid``; None if it is
+        not marked or no longer mounted where it was marked."""
         with self._lock:
-            mount_fd = self._mounts.get(fsid)
-            if mount_fd is None:
-                return None
-            fd = self._libc.open_by_handle(
-                mount_fd, handle, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
-            )
+            paths = list(self._mounts.get(fsid, ()))
+        for path in paths:
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                if fsid_of(fd) == fsid:
+                    return fd
+            except OSError:
+                pass
+            os.close(fd)  # unmounted: the directory below is another filesystem
+        return None
+
+    def resolve(self, mount_fd: int | None, handle: bytes) -> bytes | None:
+        """The directory's path now; None once it is gone."""
+        if mount_fd is None:
+            return None
+        fd = self._libc.open_by_handle(
+            mount_fd, handle, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
+        )
         if fd < 0:
             return None  # deleted (ESTALE) or unreachable
         try:

@@ -12,14 +12,15 @@ event reports (writes through mmap, allocation at writeback) is
 corrected there, as by the scan itself.
 
 Whatever cannot be followed exactly falls back to scanning: a queue
-overflow or a hard link in an updated directory asks the daemon for a
-full rescan of the walk; a filesystem that cannot be marked leaves its
+overflow or a plain file's first hard link made from another directory
+asks the daemon for a full rescan of the walk; a filesystem that cannot be marked leaves its
 walk to interval scans.  Each says so in one warning line.
 """
 
 from __future__ import annotations
 
 import os
+import select
 import threading
 import time
 
@@ -133,6 +134,7 @@ class Watcher:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._mounts_thread: threading.Thread | None = None
         self._group: FanotifyGroup | None = None
         db = os.fsencode(os.path.abspath(config.db_path))
         self._quiet_dir = os.path.dirname(db)
@@ -176,23 +178,92 @@ class Watcher:
             target=self._run, name="du-exporter-watch", daemon=True
         )
         self._thread.start()
+        self._mounts_thread = threading.Thread(
+            target=self._follow_mounts, name="du-exporter-mounts", daemon=True
+        )
+        self._mounts_thread.start()
 
     def _to_mark(self, walk: Walk) -> list[bytes]:
         """The walk's top and every walked mount point below it."""
-        out = [walk.top]
-        if self.config.one_file_system:
-            return out
         try:
             with open("/proc/self/mountinfo", "rb") as f:
                 info = f.read()
         except OSError:
-            return out
+            info = b""
+        return [walk.top, *self._walked_points(walk.top, mount_points(walk.top, info))]
+
+    def _walked_points(self, top: bytes, points: list[bytes]) -> list[bytes]:
+        """The mount points of ``points`` the walk of ``top`` enters."""
+        if self.config.one_file_system:
+            return []  # neither walked nor counted: no mark needed
         ignore = Ignore(tuple(os.fsencode(p) for p in self.config.ignore_dirs))
-        out.extend(
-            point for point in mount_points(walk.top, info)
-            if _walked(ignore, walk.top, point)
-        )
-        return out
+        return [p for p in points if _walked(ignore, top, p)]
+
+    # --- mounts and unmounts (their own thread) ----------------------------
+
+    def _follow_mounts(self) -> None:
+        """Mounts raise no fsnotify event: ``/proc/self/mountinfo`` polls
+        POLLPRI when the mount table changes.  A filesystem mounted in a
+        walk is marked before the directories around it are read again."""
+        try:
+            fd = os.open("/proc/self/mountinfo", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as e:
+            log.warning("watch_mounts_unavailable", error=e.strerror,
+                        fallback="a filesystem mounted later waits for the next scan")
+            return
+        try:
+            poller = select.poll()
+            poller.register(fd, select.POLLPRI | select.POLLERR)
+            known = self._mount_table(fd)
+            while not self._stop.is_set():
+                if not poller.poll(200):
+                    continue
+                now = self._mount_table(fd)
+                self._mounts_changed(known, now)
+                known = now
+        finally:
+            os.close(fd)
+
+    def _mount_table(self, fd: int) -> dict[bytes, set[bytes]]:
+        """Every walk's mount points below its top, read from ``fd``."""
+        os.lseek(fd, 0, os.SEEK_SET)
+        chunks = []
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+        info = b"".join(chunks)
+        return {top: set(mount_points(top, info)) for top in self.walks}
+
+    def _mounts_changed(
+        self, known: dict[bytes, set[bytes]], now: dict[bytes, set[bytes]]
+    ) -> None:
+        group = self._group
+        for top, f in self.walks.items():
+            changed = known.get(top, set()) ^ now.get(top, set())
+            if not f.marked or not changed or group is None:
+                continue
+            added = sorted(now[top] - known.get(top, set()))
+            try:
+                for point in self._walked_points(top, added):
+                    group.mark(point)
+            except WatchUnavailableError as e:
+                self._unavailable(top, str(e))
+                with self._lock:
+                    f.marked = False
+                    f.dirty.clear()
+                    self._set_pending(f)
+                continue
+            log.info("watch_mounts_changed", root=os.fsdecode(top),
+                     mounted=[os.fsdecode(p) for p in added],
+                     unmounted=[os.fsdecode(p) for p in sorted(known[top] - now[top])])
+            # The mount point changed identity: its parent's listing says
+            # what is there now (walked whole if it is walked at all).
+            dirty = {os.path.dirname(p) for p in changed} | changed
+            with self._lock:
+                f.dirty.update(dirty)
+                if f.first_dirty is None:
+                    f.first_dirty = self.clock()
+                self._set_pending(f)
+        self._wake.set()
 
     def _unavailable(self, top: bytes, reason: str) -> None:
         log.warning(
@@ -206,6 +277,8 @@ class Watcher:
         self._wake.set()
         if self._thread is not None:
             self._thread.join()
+        if self._mounts_thread is not None:
+            self._mounts_thread.join()
         if self._group is not None:
             self._group.close()
 
@@ -412,7 +485,8 @@ class Watcher:
 
     def _log_rescan(self, f: _Followed, reason: str) -> None:
         why = {
-            "hardlink": "a changed directory holds multiply-linked inodes",
+            "hardlink": "a file got a second name and its first is where no"
+                        " event was read",
             "root": "the root itself changed",
         }.get(reason, reason)
         log.info("watch_rescan", root=os.fsdecode(f.walk.top), reason=why)
@@ -453,7 +527,8 @@ class Watcher:
             gen=gen,
             upsert=upsert,
             delete=delete,
-            dirs=[_dir_row(d) for d in change.changed if tree.dirs.get(d.path) is d],
+            dirs=[_dir_row(d) for d in change.changed | change.rekeyed
+                  if tree.dirs.get(d.path) is d],
             gone_dirs=[d.path for d in change.removed],
             histogram=list(zip(bounds, tree.totals.histogram, strict=True)),
             histogram_sum=tree.totals.histogram_sum,

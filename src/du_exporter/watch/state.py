@@ -4,6 +4,12 @@ Every walked directory is a :class:`Dir` holding its *own* sums (its
 inode, its files; what the walker counts for one directory) and its
 subtree *totals*.  Sums change by the difference between two fresh
 reads; the newest mtime, a maximum, is recomputed from the children.
+
+Multiply-linked inodes are counted once, where du meets them first: the
+tree keeps, per inode, every directory holding a name of it with the
+name's listing position there (:attr:`Dir.occ`), and the directory it
+is placed in (:attr:`Tree.where`).  Its size is added to that
+directory's own sums (:meth:`Tree.place`), so it moves without a read.
 """
 
 from __future__ import annotations
@@ -11,6 +17,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from du_exporter.scan.model import SIZE_BUCKETS, DirRead
+
+
+#: A multiply-linked inode: (dev, ino).
+Inode = tuple[int, int]
+#: What a placed inode adds: (disk, apparent, uid).
+Sizes = tuple[int, int, int]
 
 
 def _zeros() -> list[int]:
@@ -68,6 +80,12 @@ class Dir:
     mtime: float = 0.0
     #: Unit id of its exported row in the served generation, if any.
     row: int | None = None
+    #: Multiply-linked inodes named here: the smallest listing position
+    #: of their names (the rest of du's key, after :attr:`key`) and how
+    #: many names.
+    occ: dict[Inode, tuple[bytes, int]] = field(default_factory=dict)
+    #: Inodes counted in :attr:`own` because du meets them here first.
+    placed: dict[Inode, Sizes] = field(default_factory=dict)
 
 
 @dataclass
@@ -93,10 +111,57 @@ class Totals:
 class Tree:
     """Every walked directory of one walk, by path."""
 
-    def __init__(self, top: bytes) -> None:
+    def __init__(self, top: bytes, *, owners: bool = False) -> None:
         self.top = top
+        #: Sums per owner are kept (owner-usage).
+        self.owners = owners
         self.dirs: dict[bytes, Dir] = {}
         self.totals = Totals()
+        #: Every directory holding a name of each multiply-linked inode.
+        self.holders: dict[Inode, set[Dir]] = {}
+        #: Where each is counted, and its sizes as last read.
+        self.where: dict[Inode, Dir] = {}
+        self.sizes: dict[Inode, Sizes] = {}
+
+    def set_occ(self, d: Dir, occ: dict[Inode, tuple[bytes, int]]) -> set[Inode]:
+        """``d`` now names these linked inodes; the inodes whose holders
+        or positions changed."""
+        touched = {i for i in d.occ.keys() | occ.keys() if d.occ.get(i) != occ.get(i)}
+        for i in d.occ.keys() - occ.keys():
+            held = self.holders.get(i)
+            if held is not None:
+                held.discard(d)
+        for i in occ.keys() - d.occ.keys():
+            self.holders.setdefault(i, set()).add(d)
+        d.occ = occ
+        return touched
+
+    def place(self, d: Dir, inode: Inode, sizes: Sizes, sign: int) -> None:
+        """Count (``sign`` 1) or stop counting (-1) ``inode`` in ``d``."""
+        disk, apparent, _uid = sizes
+        self._add_placed(d.own, sizes, sign)
+        if self.owners:
+            _add_owner(self.totals.owners, sizes, sign)
+        if sign > 0:
+            d.placed[inode] = sizes
+            self.where[inode] = d
+        else:
+            del d.placed[inode]
+            if self.where.get(inode) is d:
+                del self.where[inode]
+        self._ascend(d, sign * disk, sign * apparent, 0, 0)
+
+    def preplace(self, d: Dir, inode: Inode, sizes: Sizes) -> None:
+        """:meth:`place` in a directory not yet grafted (no totals)."""
+        self._add_placed(d.own, sizes, 1)
+        d.placed[inode] = sizes
+        self.where[inode] = d
+
+    def _add_placed(self, own: Own, sizes: Sizes, sign: int) -> None:
+        own.disk += sign * sizes[0]
+        own.apparent += sign * sizes[1]
+        if self.owners:
+            _add_owner(own.owners, sizes, sign)
 
     def graft(self, top: Dir, subtree: list[Dir]) -> None:
         """Insert a whole new subtree (``top`` first, parents before
@@ -131,13 +196,24 @@ class Tree:
             stack.extend(x.children.values())
             self.dirs.pop(x.path, None)
             self.totals.add(x.own, -1)
+            for i in x.placed:
+                if self.where.get(i) is x:
+                    del self.where[i]
+            x.placed = {}
+            for i in x.occ:  # x.occ stays: the caller re-places them
+                held = self.holders.get(i)
+                if held is not None:
+                    held.discard(x)
         if d.parent is not None:
             d.parent.children.pop(d.path, None)
         self._ascend(d.parent, -d.disk, -d.apparent, -d.files, -d.dirs)
         return gone
 
     def set_own(self, d: Dir, own: Own) -> None:
-        """A fresh read of ``d``: replace its own sums."""
+        """A fresh read of ``d`` (links excluded): replace its own sums,
+        keeping the inodes placed in it."""
+        for sizes in d.placed.values():
+            self._add_placed(own, sizes, 1)
         old = d.own
         self.totals.add(old, -1)
         self.totals.add(own, 1)
@@ -173,4 +249,23 @@ class Tree:
 
     def links(self) -> bool:
         """Some directory holds an inode with more than one link."""
-        return any(d.own.links for d in self.dirs.values())
+        return any(d.occ for d in self.dirs.values())
+
+
+def _add_owner(owners: dict[int, list[int]], sizes: Sizes, sign: int) -> None:
+    disk, apparent, uid = sizes
+    sums = owners.setdefault(uid, [0, 0])
+    sums[0] += sign * disk
+    sums[1] += sign * apparent
+    if sums == [0, 0]:
+        del owners[uid]
+
+
+def subtree(d: Dir) -> list[Dir]:
+    """``d`` and every directory below it, parents first."""
+    out, stack = [], [d]
+    while stack:
+        x = stack.pop()
+        out.append(x)
+        stack.extend(x.children.values())
+    return out
