@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fnmatch
 import os
+import shutil
 import subprocess
 
 from collections.abc import Iterator, Sequence
@@ -22,6 +24,7 @@ import pytest
 import fusefs
 
 from du_exporter.scan.ignore import Ignore
+from du_exporter.scan.fs import LONG_PATH
 from du_exporter.scan.model import (
     MAX_ERRORS,
     ROWS_PER_MESSAGE,
@@ -30,7 +33,12 @@ from du_exporter.scan.model import (
     Unit,
     UnitResult,
 )
-from du_exporter.scan.walker import engine_available, scan_unit, walks_in_c
+from du_exporter.scan.walker import (
+    BATCH_PER_THREAD,
+    engine_available,
+    scan_unit,
+    walks_in_c,
+)
 from du_exporter.store.rows import UnitRow
 from helpers import du, write
 
@@ -117,24 +125,35 @@ def assert_equals_du(root: Path, level: int, messages: list[UnitResult],
         assert expected == totals(messages, attr)
 
 
-def same_messages(a: Sequence[UnitResult], b: Sequence[UnitResult]) -> None:
-    """Message for message, what the two walks sent is the same."""
-    assert [dataclasses.astuple(m) for m in a] == [
-        dataclasses.astuple(m) for m in b]
+def same_messages(
+    a: Sequence[UnitResult], b: Sequence[UnitResult], *, python_dirs: bool = True
+) -> None:
+    """Message for message, what the two walks sent is the same (but for
+    the count of directories the Python loop read itself, where long
+    paths make the two differ, unless ``python_dirs``)."""
+    def fields(m: UnitResult) -> tuple[object, ...]:
+        return dataclasses.astuple(
+            m if python_dirs else dataclasses.replace(m, python_dirs=0))
+    assert [fields(m) for m in a] == [fields(m) for m in b]
 
 
-def same_walk(a: Sequence[UnitResult], b: Sequence[UnitResult]) -> None:
-    """The two walks sent the same rows, links and counts (in messages
-    cut elsewhere: the Python loop reads a chain of long paths in one
-    round)."""
-    def flat(ms: Sequence[UnitResult]) -> tuple[object, ...]:
-        return (sorted(r for m in ms for r in m.rows),
-                sorted(x for m in ms for x in m.links),
-                [e for m in ms for e in m.errors],
-                sum(m.entries for m in ms), sum(m.unreadable for m in ms),
-                [sum(h) for h in zip(*(m.histogram for m in ms), strict=True)],
-                sum(m.histogram_sum for m in ms))
-    assert flat(a) == flat(b)
+def long_chain(base: Path, levels: int) -> Path:
+    """``levels`` nested directories of 200-byte names, a file in each:
+    their paths pass LONG_PATH (the Python loop reads those itself)."""
+    fd = os.open(base, os.O_RDONLY)
+    try:
+        for i in range(levels):
+            name = f"{i:03d}" + "x" * 197
+            os.mkdir(name, dir_fd=fd)
+            new = os.open(name, os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd = new
+            with open(os.open("f", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd),
+                      "wb") as f:
+                f.write(b"x" * (100 + i))
+    finally:
+        os.close(fd)
+    return base
 
 
 def many_dirs(root: Path, fan: int) -> Path:
@@ -190,8 +209,44 @@ class TestDeepTree:
                 assert not any(m.errors for m in got)
                 assert sum(m.entries for m in got) == self.DEPTH + 5
                 assert_equals_du(root, level, got)
-                same_walk(got, walk_all(python_loop(plan), top))
+                same_messages(got, walk_all(python_loop(plan), top),
+                              python_dirs=False)
         finally:  # too deep for shutil.rmtree's recursion
+            subprocess.run(["rm", "-rf", root], check=True)
+
+    def test_long_path_chain_streams(self, tmp_path: Path) -> None:
+        """The Python loop reads over-long paths one by one; a chain of
+        them still ends a round per batch, so its rows stream in messages
+        of ROWS_PER_MESSAGE, as the C walk's do."""
+        root = tmp_path / "t"
+        root.mkdir()
+        levels = 2 * ROWS_PER_MESSAGE + 100
+        chain = long_chain(root, 20)
+        deep = next(p for p in chain.rglob("*") if p.is_dir()
+                    and len(os.fsencode(p)) > LONG_PATH)
+        fd = os.open(deep, os.O_RDONLY)
+        try:  # a chain of short names under the long prefix: many rows
+            for _ in range(levels):
+                os.mkdir("d", dir_fd=fd)
+                new = os.open("d", os.O_RDONLY, dir_fd=fd)
+                os.close(fd)
+                fd = new
+        finally:
+            os.close(fd)
+        try:
+            plan, top = plan_of(root, levels + 30)
+            slow = walk_all(python_loop(plan), top)
+            assert sum(m.python_dirs for m in slow) > levels
+            batch = max(1, plan.threads) * BATCH_PER_THREAD
+            assert len(slow) > 2
+            for m in slow[:-1]:
+                assert (ROWS_PER_MESSAGE <= len(m.rows) + len(m.links)
+                        < ROWS_PER_MESSAGE + batch)
+            got = walk_all(plan, top)
+            assert sum(m.python_dirs for m in got) == 0
+            assert_equals_du(root, levels + 30, got)
+            same_messages(got, slow, python_dirs=False)
+        finally:
             subprocess.run(["rm", "-rf", root], check=True)
 
 

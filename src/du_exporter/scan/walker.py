@@ -406,29 +406,33 @@ class _Walker:
         once: one C call reads them with ``plan.threads`` threads.
 
         The sums are the same as one at a time: they do not depend on the
-        order, and the order keys come from listing positions.
+        order, and the order keys come from listing positions.  A directory
+        the C reader cannot take (a path too long) is read here in its turn
+        but counts in the batch: a chain of them still ends the round (and
+        lets the message be cut) every ``batch_size`` directories, and the
+        subdirectories are queued in the order ``_fastscan.Walk`` queues
+        them.
         """
         assert self.batch is not None  # noqa: S101 - checked by the caller
         plan = self.plan
-        batch: list[tuple[Unit, _Row]] = []
-        while stack and len(batch) < self.batch_size:
+        popped: list[tuple[Unit, _Row, bool]] = []
+        while stack and len(popped) < self.batch_size:
             d, acc = self._row_of(stack.pop())
-            if self._fast_ok(d, ignores=False):
+            fast = self._fast_ok(d, ignores=False)
+            if fast:
                 self._count_own(d, acc, res)
-                batch.append((d, acc))
+            popped.append((d, acc, fast))
+        rules = self.ignore.rules
+        got = iter(self.batch(
+            [(d.path, self._sorts(d.dev), d.dev, d.ino, self._nofollow(d),
+              rules(d.path)) for d, _acc, fast in popped if fast],
+            plan.owner_usage, plan.one_file_system, plan.root_dev, plan.threads,
+            SLOW_NS_PER_OP) if any(fast for _d, _acc, fast in popped) else ())
+        for d, acc, fast in popped:
+            if fast:
+                self._fold_fast(d, acc, next(got), res, stack)
             else:
                 self._read_dir(d, acc, res, stack)
-                self._pend_done(acc, res)
-        if not batch:
-            return
-        rules = self.ignore.rules
-        got = self.batch(
-            [(d.path, self._sorts(d.dev), d.dev, d.ino, self._nofollow(d),
-              rules(d.path)) for d, _acc in batch],
-            plan.owner_usage, plan.one_file_system, plan.root_dev, plan.threads,
-            SLOW_NS_PER_OP)
-        for (d, acc), one in zip(batch, got, strict=True):
-            self._fold_fast(d, acc, one, res, stack)
             self._pend_done(acc, res)
 
     def _list(
