@@ -843,17 +843,13 @@ static PyObject *scan_dirs(PyObject *self, PyObject *args) {
     keep = PySequence_Tuple(list);
     if (!keep) return NULL;
     Py_ssize_t n = PyTuple_GET_SIZE(keep);
-    pool_t p;
-    memset(&p, 0, sizeof p);
-    p.dirs = calloc(n ? (size_t)n : 1, sizeof(dir_t));
-    p.threads = threads < 1 ? 1 : threads;
-    p.tids = calloc((size_t)p.threads, sizeof(pthread_t));
-    if (!p.dirs || !p.tids) {
+    dir_t *dirs = calloc(n ? (size_t)n : 1, sizeof(dir_t));
+    if (!dirs) {
         PyErr_NoMemory();
         goto fail;
     }
     for (Py_ssize_t i = 0; i < n; i++) {
-        dir_t *d = &p.dirs[i];
+        dir_t *d = &dirs[i];
         const char *path;
         PyObject *skip = NULL;
         if (!PyArg_ParseTuple(PyTuple_GET_ITEM(keep, i), "ypKKp|O;a directory "
@@ -867,51 +863,41 @@ static PyObject *scan_dirs(PyObject *self, PyObject *args) {
         d->sc.one_fs = one_fs;
         d->sc.root_dev = (dev_t)root_dev;
     }
-    p.n_dirs = (size_t)n;
-    pthread_mutex_init(&p.mu, NULL);
-    pthread_cond_init(&p.cv, NULL);
-    pthread_attr_init(&p.attr);
-    pthread_attr_setstacksize(&p.attr, THREAD_STACK);
-    p.started = now_ns();
-    p.slow_ns = slow_ns;
+    int got;
     Py_BEGIN_ALLOW_THREADS
-    pool_work(&p);
-    for (int t = 0; t < p.spawned; t++) pthread_join(p.tids[t], NULL);
+    got = pool_run(dirs, (size_t)n, threads, slow_ns);
     Py_END_ALLOW_THREADS
-    pthread_attr_destroy(&p.attr);
-    pthread_cond_destroy(&p.cv);
-    pthread_mutex_destroy(&p.mu);
-    for (size_t i = 0; i < p.n_dirs; i++)
-        if (p.dirs[i].err == ENOMEM) {
+    if (got < 0) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (dirs[i].err == ENOMEM) {
             PyErr_NoMemory();
             goto fail;
         }
     result = PyList_New(n);
     if (!result) goto fail;
-    for (size_t i = 0; i < p.n_dirs; i++) {
-        dir_t *d = &p.dirs[i];
+    for (Py_ssize_t i = 0; i < n; i++) {
+        dir_t *d = &dirs[i];
         if (d->err) {  /* an unreadable directory counts nothing of its own */
-            int keep_owner = d->sc.by_owner, keep_one = d->sc.one_fs;
             scan_free(&d->sc);
             memset(&d->sc, 0, sizeof d->sc);
-            d->sc.by_owner = keep_owner;
-            d->sc.one_fs = keep_one;
         }
         PyObject *item = build_result(&d->sc, d->err);
         if (!item) {
             Py_CLEAR(result);
             goto fail;
         }
-        PyList_SET_ITEM(result, (Py_ssize_t)i, item);
+        PyList_SET_ITEM(result, i, item);
     }
 fail:
-    if (p.dirs)
+    if (dirs)
         for (Py_ssize_t i = 0; i < n; i++) {
-            scan_free(&p.dirs[i].sc);
-            free(p.dirs[i].filter.rules);
+            scan_free(&dirs[i].sc);
+            free(dirs[i].filter.rules);
         }
-    free(p.dirs);
-    free(p.tids);
+    free(dirs);
     Py_DECREF(keep);
     return result;
 }
