@@ -23,8 +23,8 @@ import pytest
 
 import fusefs
 
-from du_exporter.scan.ignore import Ignore
 from du_exporter.scan.fs import LONG_PATH
+from du_exporter.scan.ignore import Ignore
 from du_exporter.scan.model import (
     MAX_ERRORS,
     ROWS_PER_MESSAGE,
@@ -335,8 +335,62 @@ class TestStreaming:
             same_messages(got, walk_all(python_loop(plan), top))
 
 
+def snapshot_tree(root: Path) -> Path:
+    """``many_dirs`` with ignorable directories at several depths (names
+    that are not UTF-8 too), a hard link out of one, and a chain of paths
+    longer than LONG_PATH."""
+    many_dirs(root, 6)
+    b = os.fsencode(root)
+    for rel, size in {
+        b"/.snapshot/f": 50_000,
+        b"/a001/.snapshot/f": 20_000,
+        b"/a001/b002/.snapshot/deep/g": 10_000,
+        b"/a002/snap\xff/f": 7_000,
+        b"/a002/b001/snap\xff/x/f": 700,
+        b"/a003/tmp.1/f": 6_000,
+        b"/a003/b004/tmp.22/f": 6_500,
+        b"/a004/b003/keep/.snapshot/f": 600,
+        b"/a004/b003/keep/g": 800,
+    }.items():
+        write(Path(os.fsdecode(b + rel)), size)
+    os.link(root / "a001" / ".snapshot" / "f",
+            root / "a004" / "b003" / "keep" / "hard")
+    long_chain(root / "a005" / "b001", 18)
+    return root
+
+
+def remove_ignored(tree: Path, patterns: Sequence[bytes]) -> None:
+    """Delete what ``patterns`` ignore from ``tree``: a name pattern is
+    matched on the name, one starting with "/" on the path below ``tree``
+    (fnmatch: ``*`` matches "/" too)."""
+    top = os.fsencode(tree)
+    for path, dirnames, filenames in os.walk(top):
+        for name in [*dirnames, *filenames]:
+            rel = path[len(top):] + b"/" + name
+            if any(fnmatch.fnmatchcase(rel if p.startswith(b"/") else name, p)
+                   for p in patterns):
+                if name in dirnames:
+                    dirnames.remove(name)
+                    shutil.rmtree(path + b"/" + name)
+                else:
+                    os.unlink(path + b"/" + name)
+
+
+#: ignore-dirs patterns; those starting with "/" are below the scanned root.
+IGNORE_CASES: dict[str, tuple[bytes, ...]] = {
+    "name": (b".snapshot",),
+    "non-utf8-name": (b"snap\xff",),
+    "name-globs": (b"tmp.*", b"b00[3]"),
+    "paths": (b"/a003/b004", b"/a001/.snapshot"),
+    "path-globs": (b"/a00[1-4]/b*/.snapshot", b"/*/snap?"),
+    "mix": (b".snapshot", b"snap\xff", b"tmp.?", b"/a00[2-3]/b00[0-1]",
+            b"/a005/b001/*/016*"),
+}
+
+
 class TestIgnoreDirs:
-    """``ignore-dirs`` turns the C walk off only for units it can reach."""
+    """``ignore-dirs`` rules applied in the C walk: the Python loop's
+    messages, du's sums on the tree without the ignored paths."""
 
     def test_patterns_below(self) -> None:
         defaults = Ignore((b"/proc", b"/dev", b"/sys", b"/run"))
@@ -363,6 +417,64 @@ class TestIgnoreDirs:
             p.replace(os.fsencode(reference), os.fsencode(scanned), 1): n
             for p, n in du(reference, "-B1", "--max-depth=2").items()}
         assert expected == totals(got, "disk")
+
+    @pytest.mark.parametrize("case", sorted(IGNORE_CASES))
+    def test_c_walk_equals_du_without_ignored(
+        self, tmp_path: Path, case: str
+    ) -> None:
+        patterns = IGNORE_CASES[case]
+        scanned = snapshot_tree(tmp_path / "t")
+        reference = snapshot_tree(tmp_path / "r")
+        remove_ignored(reference, patterns)
+        b = os.fsencode(scanned)
+        plan, top = plan_of(scanned, 2, ignore=(b"/proc", *(
+            b + p if p.startswith(b"/") else p for p in patterns)))
+        for every in (None, 3):
+            got = walk_all(plan, top, Hungry(every) if every else None)
+            for attr, flag in (("disk", "-B1"), ("apparent", "-b")):
+                expected = {
+                    p.replace(os.fsencode(reference), b, 1): n
+                    for p, n in du(reference, flag, "--max-depth=2").items()}
+                assert expected == totals(got, attr)
+            # The Python loop reads the long paths itself; the C walk all.
+            slow = walk_all(python_loop(plan), top, Hungry(every) if every else None)
+            assert sum(m.python_dirs for m in got) == 0
+            assert sum(m.python_dirs for m in slow) > 0
+            same_messages(got, slow, python_dirs=False)
+
+
+class TestNestedRoots:
+    """Nested roots in the C walk: a row for every exported directory and
+    every one above a nested root, du's sums of the one walk."""
+
+    @pytest.mark.parametrize("every", [None, 1, 3])
+    @pytest.mark.parametrize("ignore", [(), (b".snapshot",)])
+    def test_nested_equals_du(
+        self, tmp_path: Path, every: int | None, ignore: tuple[bytes, ...]
+    ) -> None:
+        root = snapshot_tree(tmp_path / "t")
+        levels = {root: 0, root / "a003" / "b004": 2, root / "a004": 1,
+                  root / "a004" / "b003" / "keep": 0,
+                  root / "a005" / "b001": 3}
+        plan, top = plan_of(root, 0, ignore=ignore, exports=tuple(
+            (os.fsencode(p), n) for p, n in sorted(levels.items())))
+        assert walks_in_c(plan)
+        got = walk_all(plan, top, Hungry(every) if every else None)
+        excluded = [f"--exclude={os.fsdecode(p)}" for p in ignore]
+        for attr, flag in (("disk", "-B1"), ("apparent", "-b")):
+            one_walk = du(root, flag, "--max-depth=40", *excluded)
+            wanted = {p for path, n in levels.items()
+                      for p in du(path, flag, f"--max-depth={n}", *excluded)}
+            assert {p: one_walk[p] for p in wanted} == totals(got, attr)
+        rows = {r[3]: r for m in got for r in m.rows}
+        a003 = rows[os.fsencode(root / "a003")]  # holds a root: unexported
+        assert (a003[4], a003[5]) == (None, None)
+        inner = rows[os.fsencode(root / "a004" / "b003" / "keep")]
+        assert (inner[4], inner[5]) == (os.fsencode(inner[3]), 0)
+        slow = walk_all(python_loop(plan), top, Hungry(every) if every else None)
+        assert sum(m.python_dirs for m in got) == 0
+        assert sum(m.python_dirs for m in slow) > 0
+        same_messages(got, slow, python_dirs=False)
 
 
 class TestSymlinkSwap:

@@ -62,16 +62,22 @@
  *   when slow_ns is 0).
  *
  * Walk(unit, base, parent, export, top, level, owners, one_fs, root_dev,
- *      threads, batch, slow_ns, sorts): the walk of one subtree unit,
- *   what walker._Walker.run does with scan_dirs, with its loop here: a
- *   depth-first stack on the heap (no recursion: any depth), batches of
- *   up to `batch` pending directories read by scan_dirs' threads, each
- *   folded into its row in the same order, rows for the directories at
- *   most `level` deep (exported under `top`), order keys of 4 bytes per
- *   level, cycles (dev, ino of an ancestor or of unit.ancestors) reported
- *   and not entered, subdirectories on another device skipped with
- *   one_fs; `sorts(dev)` is asked once per device.  Paths too long for
- *   one open are opened piece by piece (open_dir).
+ *      threads, batch, slow_ns, sorts, skip=(), place=None): the walk of
+ *   one subtree unit, what walker._Walker.run does with scan_dirs, with
+ *   its loop here: a depth-first stack on the heap (no recursion: any
+ *   depth), batches of up to `batch` pending directories read by
+ *   scan_dirs' threads, each folded into its row in the same order, rows
+ *   for the directories at most `level` deep (exported under `top`), order
+ *   keys of 4 bytes per level, cycles (dev, ino of an ancestor or of
+ *   unit.ancestors) reported and not entered, subdirectories on another
+ *   device skipped with one_fs; `sorts(dev)` is asked once per device.
+ *   Paths too long for one open are opened piece by piece (open_dir).
+ *   skip: the rules of every directory (a tuple, as scan_dir's), or a
+ *   callable path -> rules asked once per directory read (when a path
+ *   rule makes them differ).  place: with nested roots, a callable path ->
+ *   ((root, level) | None, split) asked once per subdirectory met: split,
+ *   it gets a row of its own, exported under root at level when given
+ *   (instead of `top` and `level`).
  * Walk.step(take, room, limit) -> (rows, links, children, errors,
  *      unreadable, entries, hist, hist_sum, owners, done):
  *   walks on until the stack is empty, or rows + links >= limit (> 0),
@@ -929,6 +935,8 @@ typedef struct wnode {
     int split;                /* gets a row of its own when popped */
     wrow_t *acc;              /* not split: the row it sums into */
     long long parent_id;      /* split: the row its own row hangs on */
+    PyObject *root;           /* split: its row's root (bytes), NULL: none */
+    long level;               /* split, with root: its depth below root */
 } wnode_t;
 
 typedef struct {
@@ -948,6 +956,11 @@ typedef struct {
     size_t batch;
     long long slow_ns;
     PyObject *sorts;          /* callable: dev -> whether fts sorts there */
+    PyObject *skip;           /* the rules of every directory (a tuple) */
+    filter_t fixed;           /* skip parsed (points into its bytes) */
+    PyObject *rules;          /* or callable: path -> its rules; NULL */
+    PyObject *place;          /* callable: path -> (export, split); NULL */
+    PyObject **batch_skip;    /* rules's answer per batch slot */
     u64 *sort_devs;           /* (dev, sorts) pairs asked so far */
     size_t n_sort_devs;
     u64 *anc;                 /* (dev, ino) pairs above the unit's top */
@@ -974,6 +987,7 @@ static void node_release(wnode_t *n) {
         wnode_t *up = n->up;
         free(n->path);
         free(n->key);
+        Py_XDECREF(n->root);
         free(n);
         n = up;
     }
@@ -1130,6 +1144,30 @@ static int is_ancestor(const WalkObject *w, const wnode_t *d, u64 dev, u64 ino) 
     return 0;
 }
 
+/* With nested roots: whether `n` gets a row (exported, or above a nested
+   root) and its export, as place(path) -> ((root, level) | None, split)
+   says. */
+static int walk_place(WalkObject *w, wnode_t *n) {
+    PyObject *got = PyObject_CallFunction(w->place, "y#", n->path,
+                                          (Py_ssize_t)n->path_len);
+    if (!got) return -1;
+    PyObject *export, *root = NULL;
+    int split;
+    long level = -1;
+    int ok = PyArg_ParseTuple(got, "Op;place gives (export, split)", &export,
+                              &split)
+        && (export == Py_None
+            || PyArg_ParseTuple(export, "Sl;export is (root, level) or None",
+                                &root, &level));
+    if (ok) {
+        n->split = split;
+        n->root = split ? Py_XNewRef(root) : NULL;
+        n->level = level;
+    }
+    Py_DECREF(got);
+    return ok ? 0 : -1;
+}
+
 /* A subdirectory of `d` (which sums into `acc`) met in its listing. */
 static int walk_subdir(WalkObject *w, wnode_t *d, wrow_t *acc, const rec_t *r,
                        const char *name) {
@@ -1167,7 +1205,15 @@ static int walk_subdir(WalkObject *w, wnode_t *d, wrow_t *acc, const rec_t *r,
     n->apparent = r->size;
     n->mtime = r->mtime;
     n->depth = d->depth + 1;
-    n->split = n->depth <= w->level;
+    if (w->place) {
+        if (walk_place(w, n) < 0) {
+            node_release(n);
+            return -1;
+        }
+    } else if ((n->split = n->depth <= w->level)) {
+        n->root = Py_NewRef(w->top);
+        n->level = n->depth;
+    }
     if (n->split) {
         n->parent_id = acc->id;
     } else {
@@ -1220,6 +1266,25 @@ static int walk_fold(WalkObject *w, wnode_t *d, wrow_t *acc, dir_t *x) {
     return 0;
 }
 
+/* The ignore-dirs rules of `d` into x->filter: the walk's fixed ones, or
+   rules(path)'s (kept in *held while x is read). */
+static int walk_rules(WalkObject *w, const wnode_t *d, dir_t *x,
+                      PyObject **held) {
+    if (!w->rules) {
+        x->filter = w->fixed;
+        return 0;
+    }
+    PyObject *got = PyObject_CallFunction(w->rules, "y#", d->path,
+                                          (Py_ssize_t)d->path_len);
+    if (!got) return -1;
+    if (filter_parse(got, &x->filter) < 0) {
+        Py_DECREF(got);
+        return -1;
+    }
+    *held = got;
+    return 0;
+}
+
 /* Pop up to `batch` pending directories, read them with the thread pool,
    fold them in: what one round of the Python walker's loop does. */
 static int walk_batch(WalkObject *w) {
@@ -1229,7 +1294,7 @@ static int walk_batch(WalkObject *w) {
         wnode_t *d = w->stack[--w->n_stack];
         wrow_t *acc = d->acc;
         if (d->split) {
-            acc = row_new(w->next_id, d->parent_id, d, w->top, d->depth);
+            acc = row_new(w->next_id, d->parent_id, d, d->root, d->level);
             if (!acc) {
                 node_release(d);
                 rc = -1;
@@ -1241,17 +1306,19 @@ static int walk_batch(WalkObject *w) {
         if (d->mtime > acc->mtime) acc->mtime = d->mtime;
         acc->disk = sat_add(acc->disk, d->disk);
         acc->apparent = sat_add(acc->apparent, unsigned_of(d->apparent));
+        dir_t *x = &w->dirs[n];
+        memset(x, 0, sizeof *x);
+        w->batch_skip[n] = NULL;
         int sorts = walk_sorts(w, d->dev);
         if (sorts < 0 || (w->by_owner
                           && walk_own(w, d->uid, d->disk,
-                                      unsigned_of(d->apparent)) < 0)) {
+                                      unsigned_of(d->apparent)) < 0)
+            || walk_rules(w, d, x, &w->batch_skip[n]) < 0) {
             w->batch_nodes[n] = d;  /* released below, unread */
             w->batch_rows[n++] = acc;
             rc = -1;
             break;
         }
-        dir_t *x = &w->dirs[n];
-        memset(x, 0, sizeof *x);
         x->path = d->path;
         x->sort_big = sorts;
         x->dev = d->dev;
@@ -1284,6 +1351,10 @@ static int walk_batch(WalkObject *w) {
         wnode_t *d = w->batch_nodes[i];
         if (!rc && walk_fold(w, d, w->batch_rows[i], &w->dirs[i]) < 0) rc = -1;
         scan_free(&w->dirs[i].sc);
+        if (w->batch_skip[i]) {  /* rules parsed for this directory alone */
+            free(w->dirs[i].filter.rules);
+            Py_CLEAR(w->batch_skip[i]);
+        }
         free(d->path);  /* only its dev and ino are needed from now on */
         free(d->key);
         d->path = d->key = NULL;
@@ -1416,26 +1487,33 @@ static void walk_dealloc(WalkObject *w) {
     free(w->dirs);
     free(w->batch_nodes);
     free(w->batch_rows);
+    free(w->batch_skip);
     free(w->owners);
+    free(w->fixed.rules);
     Py_XDECREF(w->top);
     Py_XDECREF(w->sorts);
+    Py_XDECREF(w->skip);
+    Py_XDECREF(w->rules);
+    Py_XDECREF(w->place);
     Py_TYPE(w)->tp_free((PyObject *)w);
 }
 
 static PyObject *walk_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     static char *names[] = {
         "unit", "base", "parent", "export", "top", "level", "owners", "one_fs",
-        "root_dev", "threads", "batch", "slow_ns", "sorts", NULL};
-    PyObject *unit, *parent, *export, *top, *sorts, *anc;
+        "root_dev", "threads", "batch", "slow_ns", "sorts", "skip", "place",
+        NULL};
+    PyObject *unit, *parent, *export, *top, *sorts, *anc, *skip = Py_None,
+             *place = Py_None;
     long long base, slow_ns;
     long level;
     int by_owner, one_fs, threads;
     unsigned long long root_dev;
     Py_ssize_t batch;
     if (!PyArg_ParseTupleAndKeywords(
-            args, kw, "O!LOOSlppKinLO:Walk", names, &PyTuple_Type, &unit,
+            args, kw, "O!LOOSlppKinLO|OO:Walk", names, &PyTuple_Type, &unit,
             &base, &parent, &export, &top, &level, &by_owner, &one_fs,
-            &root_dev, &threads, &batch, &slow_ns, &sorts))
+            &root_dev, &threads, &batch, &slow_ns, &sorts, &skip, &place))
         return NULL;
     const char *path, *key;
     Py_ssize_t path_len, key_len;
@@ -1460,14 +1538,26 @@ static PyObject *walk_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
         parent_id = PyLong_AsLongLong(parent);
         if (parent_id == -1 && PyErr_Occurred()) return NULL;
     }
-    if (batch < 1 || !PyCallable_Check(sorts)) {
-        PyErr_SetString(PyExc_ValueError, "batch >= 1 and a callable sorts");
+    if (batch < 1 || !PyCallable_Check(sorts)
+        || (place != Py_None && !PyCallable_Check(place))) {
+        PyErr_SetString(PyExc_ValueError,
+                        "batch >= 1, a callable sorts, place None or callable");
         return NULL;
     }
     WalkObject *w = (WalkObject *)type->tp_alloc(type, 0);  /* zeroed */
     if (!w) return NULL;
     w->top = Py_NewRef(top);
     w->sorts = Py_NewRef(sorts);
+    if (place != Py_None) w->place = Py_NewRef(place);
+    if (PyCallable_Check(skip)) {
+        w->rules = Py_NewRef(skip);
+    } else {
+        w->skip = Py_NewRef(skip);
+        if (filter_parse(skip, &w->fixed) < 0) {
+            Py_DECREF(w);
+            return NULL;
+        }
+    }
     w->level = level;
     w->by_owner = by_owner;
     w->one_fs = one_fs;
@@ -1481,12 +1571,14 @@ static PyObject *walk_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     w->dirs = calloc((size_t)batch, sizeof(dir_t));
     w->batch_nodes = calloc((size_t)batch, sizeof(wnode_t *));
     w->batch_rows = calloc((size_t)batch, sizeof(wrow_t *));
+    w->batch_skip = calloc((size_t)batch, sizeof(PyObject *));
     wnode_t *n = calloc(1, sizeof *n);
     if (n) {
         n->path = malloc((size_t)path_len + 1);
         n->key = malloc((size_t)key_len + 1);
     }
-    if (!w->anc || !w->dirs || !w->batch_nodes || !w->batch_rows || !n
+    if (!w->anc || !w->dirs || !w->batch_nodes || !w->batch_rows
+        || !w->batch_skip || !n
         || !n->path || !n->key) {
         if (n) {
             free(n->path);

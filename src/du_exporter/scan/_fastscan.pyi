@@ -86,6 +86,9 @@ class Walk:
         batch: int,
         slow_ns: int,
         sorts: Callable[[int], bool],
+        skip: tuple[bytes, ...] | Callable[[bytes], tuple[bytes, ...]] = (),
+        place: Callable[[bytes], tuple[tuple[bytes, int] | None, bool]]
+        | None = None,
     ) -> None: ...
     def step(
         self, take: Callable[[], bool] | None, room: int, limit: int, /

@@ -63,8 +63,16 @@ class Ignore:
     def below(self, path: bytes) -> bool:
         """Whether some pattern may skip an entry of ``path`` or of a
         directory below it (names and globs of names: anywhere)."""
-        if self.names or self.name_globs:
-            return True
+        return bool(self.names or self.name_globs) or self._paths_below(path)
+
+    def same_below(self, path: bytes) -> tuple[bytes, ...] | None:
+        """``rules(d)`` for every directory ``d`` at or below ``path`` when
+        it is the same for all (no path pattern reaches them), else None."""
+        return None if self._paths_below(path) else self.c_names
+
+    def _paths_below(self, path: bytes) -> bool:
+        """Whether a path or path-glob pattern may skip an entry of
+        ``path`` or of a directory below it."""
         slash = path if path.endswith(b"/") else path + b"/"
         return any(parent == path or parent.startswith(slash)
                    for parent in self.paths) or any(

@@ -229,12 +229,11 @@ def _walk_type(engine: str) -> type[_fastscan.Walk] | None:
 
 def walks_in_c(plan: Plan) -> bool:
     """Whether the units of ``plan`` are walked wholly in C
-    (``_fastscan.Walk``): the C reader, one exported root, no symlinks
-    followed, no ``max-iops`` (and, per unit, no ``ignore-dirs`` pattern
-    that can apply inside it); else the loop is Python's, reading batches
-    with the same reader."""
-    return (engine_name(plan.engine) == "c" and len(plan.exports) == 1
-            and not plan.follow_symlinks and plan.iops <= 0)
+    (``_fastscan.Walk``): the C reader, no symlinks followed, no
+    ``max-iops``; else the loop is Python's, reading batches with the
+    same reader."""
+    return (engine_name(plan.engine) == "c" and not plan.follow_symlinks
+            and plan.iops <= 0)
 
 
 def _skipping_reader(engine: str) -> ScanDirSkipping | None:
@@ -295,7 +294,7 @@ class _Walker:
                 self.batch_size, int(plan.iops * BATCH_BUDGET_SECONDS)))
 
     def run(self, unit: Unit, base: int, parent: int | None) -> UnitResult:
-        if self.walk is not None and not self.ignore.below(unit.path):
+        if self.walk is not None:
             return self._run_c(self.walk, unit, base, parent)
         res = UnitResult(path=unit.path)
         top = _Row(base, parent, unit, self.plan.export_of(unit.path))
@@ -333,12 +332,17 @@ class _Walker:
         parent: int | None,
     ) -> UnitResult:
         """``run`` with the whole loop in C (``_fastscan.Walk``): the same
-        rows, links, messages and hand-backs, no Python per directory."""
+        rows, links, messages and hand-backs.  Python runs per directory
+        only to place it among nested roots (``_place``) and to give the
+        ``ignore-dirs`` rules of a directory a path pattern can reach."""
         plan = self.plan
+        same = self.ignore.same_below(unit.path)
         walker = walk(unit, base, parent, plan.export_of(unit.path), self.top,
                       self.level, plan.owner_usage, plan.one_file_system,
                       plan.root_dev, plan.threads, self.batch_size,
-                      SLOW_NS_PER_OP, self._sorts)
+                      SLOW_NS_PER_OP, self._sorts,
+                      self.ignore.rules if same is None else same,
+                      self._place if self.nested else None)
         take = self.hunger.take if self.hunger else None
         limit = ROWS_PER_MESSAGE if self.emit is not None else 0
         res = UnitResult(path=unit.path)
@@ -688,8 +692,7 @@ class _Walker:
             depth=parent.depth + 1,
         )
         if self.nested:
-            export = plan.export_of(path)
-            split = export is not None or plan.holds_root(path)
+            export, split = self._place(path)
         else:  # the walked root alone: its depth decides
             export = (self.top, sub.depth) if sub.depth <= self.level else None
             split = export is not None
@@ -698,6 +701,12 @@ class _Walker:
         else:
             acc.pending += 1
             stack.append((sub, acc, False, None))
+
+    def _place(self, path: bytes) -> tuple[tuple[bytes, int] | None, bool]:
+        """With nested roots: the export of directory ``path``, and whether
+        it gets a row (exported, or above a nested root to hang it on)."""
+        export = self.plan.export_of(path)
+        return export, export is not None or self.plan.holds_root(path)
 
     def _sorts(self, dev: int) -> bool:
         """Whether GNU fts would sort a big directory on ``dev`` by inode."""
