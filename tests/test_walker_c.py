@@ -392,21 +392,30 @@ class TestIgnoreDirs:
     """``ignore-dirs`` rules applied in the C walk: the Python loop's
     messages, du's sums on the tree without the ignored paths."""
 
-    def test_patterns_below(self) -> None:
+    def test_same_rules_below(self) -> None:
+        """One tuple of rules for a unit where no path pattern reaches: the
+        rules every directory below gets (else they are asked per
+        directory)."""
         defaults = Ignore((b"/proc", b"/dev", b"/sys", b"/run"))
-        assert not defaults.below(b"/home/u")
-        assert defaults.below(b"/")
-        glob = Ignore((b"/srv/data/*/tmp",))
-        assert glob.below(b"/srv")
-        assert glob.below(b"/srv/data/x")
-        assert not glob.below(b"/srv/other")
-        assert Ignore((b"/srv/data/tmp",)).below(b"/srv/data")
-        assert not Ignore((b"/srv/data/tmp",)).below(b"/srv/data/tmp2")
-        assert Ignore((b".snapshot",)).below(b"/home")
+        assert defaults.same_below(b"/home/u") == ()
+        assert defaults.same_below(b"/") is None
+        glob = Ignore((b"/srv/data/*/tmp", b".snapshot"))
+        assert glob.same_below(b"/srv") is None
+        assert glob.same_below(b"/srv/data/x") is None
+        assert glob.same_below(b"/srv/other") == (b"n.snapshot",)
+        assert Ignore((b"/srv/data/tmp",)).same_below(b"/srv/data") is None
+        assert Ignore((b"/srv/data/tmp",)).same_below(b"/srv/data/tmp2") == ()
+        names = Ignore((b".snapshot", b"tmp*", b"/srv/data/tmp"))
+        same = names.same_below(b"/home")
+        assert same is not None
+        for d in (b"/home", b"/home/u", b"/home/u/.snapshot2/x"):
+            assert names.rules(d) == same
+        assert names.rules(b"/srv/data") != same
 
-    def test_units_in_c_and_python_in_one_walk(self, tmp_path: Path) -> None:
-        """Split into units, only those above the ignored directory walk in
-        Python; the sums are du's on the tree without it."""
+    def test_units_split_around_an_ignored_path(self, tmp_path: Path) -> None:
+        """Split into units, those above the ignored directory ask for
+        their rules per directory, the others take one tuple; the sums are
+        du's on the tree without it."""
         scanned = many_dirs(tmp_path / "t", 8)
         reference = many_dirs(tmp_path / "r", 8)
         subprocess.run(["rm", "-rf", reference / "a003" / "b005"], check=True)

@@ -60,24 +60,16 @@ class Ignore:
             for parent, names in self.paths.items()
         }
 
-    def below(self, path: bytes) -> bool:
-        """Whether some pattern may skip an entry of ``path`` or of a
-        directory below it (names and globs of names: anywhere)."""
-        return bool(self.names or self.name_globs) or self._paths_below(path)
-
     def same_below(self, path: bytes) -> tuple[bytes, ...] | None:
         """``rules(d)`` for every directory ``d`` at or below ``path`` when
-        it is the same for all (no path pattern reaches them), else None."""
-        return None if self._paths_below(path) else self.c_names
-
-    def _paths_below(self, path: bytes) -> bool:
-        """Whether a path or path-glob pattern may skip an entry of
-        ``path`` or of a directory below it."""
+        it is the same for all (no path or path-glob pattern can skip an
+        entry there: names and globs of names apply anywhere), else None."""
         slash = path if path.endswith(b"/") else path + b"/"
-        return any(parent == path or parent.startswith(slash)
-                   for parent in self.paths) or any(
+        reached = any(parent == path or parent.startswith(slash)
+                      for parent in self.paths) or any(
             slash.startswith(lit) or lit.startswith(slash)
             for lit, _rx in self.path_globs)
+        return None if reached else self.c_names
 
     def for_dir(self, path: bytes) -> Callable[[bytes, bytes], bool] | None:
         """A test ``(entry path, name) -> skip?`` for entries of ``path``."""
