@@ -13,8 +13,8 @@ import pytest
 
 from du_exporter.scan.ignore import Ignore
 from du_exporter.scan.walker import engine_available
-from exporter import Exporter
-from helpers import Scanner, du, write
+from exporter import Exporter, sizes
+from helpers import Scanner, du, du_labels, write
 
 
 needs_c = pytest.mark.skipif(
@@ -317,3 +317,28 @@ class TestCPathUsed:
             done = exp.wait_event("scan_completed")
         assert (walked - 2 if python_dirs is None else python_dirs) == done[
             "python_dirs"]
+
+    def test_c_walk_with_nested_roots_and_long_paths(
+        self, tmp_path: Path
+    ) -> None:
+        """Nested roots, ignore-dirs and paths longer than the Python loop
+        opens in one call: the whole scan walks in C (the Python loop
+        would read the long paths itself), with du's numbers."""
+        root = ignore_tree(tmp_path / "t")
+        inner = root / "a" / "b"
+        deep = Path(os.fsdecode(os.fsencode(inner) + b"/" + b"/".join(
+            b"%03d" % i + b"y" * 200 for i in range(17))))
+        write(deep / "f", 12_345)
+        args = ["--multi-paths", f"{root}=1,{inner}=2", "--scan-engine", "c",
+                "--ignore-dirs", ".snapshot"]
+        with Exporter(tmp_path, *args) as exp:
+            done = exp.wait_event("scan_completed")
+            got = sizes(exp.scrape())
+        assert (done["python_dirs"], done["unreadable"]) == (0, 0)
+        one_walk = du_labels(root, "-B1", "--max-depth=40",
+                             "--exclude=.snapshot")
+        wanted = {*du_labels(root, "-B1", "--max-depth=1",
+                             "--exclude=.snapshot"),
+                  *du_labels(inner, "-B1", "--max-depth=2",
+                             "--exclude=.snapshot")}
+        assert {p: one_walk[p] for p in wanted} == got

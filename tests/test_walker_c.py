@@ -486,6 +486,44 @@ class TestNestedRoots:
         same_messages(got, slow, python_dirs=False)
 
 
+def _raise_os_error(_path: bytes) -> tuple[bytes, ...]:
+    raise OSError("rules")
+
+
+def _raise_key_error(_path: bytes) -> object:
+    raise KeyError(_path)
+
+
+class TestWalkArguments:
+    """What the walker hands ``_fastscan.Walk`` per directory, when wrong:
+    the callable's own exception, or one TypeError; never a crash."""
+
+    @pytest.mark.parametrize(("skip", "place", "error"), [
+        (_raise_os_error, None, OSError),
+        ((), _raise_key_error, KeyError),
+        ((), lambda _p: 5, TypeError),
+        ((), lambda _p: ((1, 2), True), TypeError),
+        (lambda _p: "n.snapshot", None, TypeError),
+        ((b"x",), None, ValueError),
+    ])
+    def test_bad_answers(self, tmp_path: Path, skip: object, place: object,
+                         error: type[Exception]) -> None:
+        from du_exporter.scan import _fastscan
+
+        (tmp_path / "t" / "a" / "b").mkdir(parents=True)
+        plan, top = plan_of(tmp_path / "t", 1)
+
+        def walk() -> object:
+            return _fastscan.Walk(
+                top, 0, None, plan.export_of(top.path), top.path, 1, True,
+                False, plan.root_dev, 1, 4, 0, lambda _dev: True,
+                skip, place,  # type: ignore[arg-type]
+            ).step(None, 10, 0)
+
+        with pytest.raises(error):
+            walk()
+
+
 class TestSymlinkSwap:
     """A directory the FUSE fixture turns into a symlink once its parent
     is listed: never followed, counted as du counts it."""

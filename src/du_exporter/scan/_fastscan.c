@@ -1154,11 +1154,14 @@ static int walk_place(WalkObject *w, wnode_t *n) {
     PyObject *export, *root = NULL;
     int split;
     long level = -1;
-    int ok = PyArg_ParseTuple(got, "Op;place gives (export, split)", &export,
-                              &split)
+    int ok = PyTuple_Check(got)
+        && PyArg_ParseTuple(got, "Op;place gives (export, split)", &export,
+                            &split)
         && (export == Py_None
             || PyArg_ParseTuple(export, "Sl;export is (root, level) or None",
                                 &root, &level));
+    if (!ok && !PyErr_Occurred())
+        PyErr_SetString(PyExc_TypeError, "place gives (export, split)");
     if (ok) {
         n->split = split;
         n->root = split ? Py_XNewRef(root) : NULL;
