@@ -567,3 +567,66 @@ def test_sighup_turns_watch_on_and_off(tmp_path: Path) -> None:
                 converge(exp, root)
             samples = exp.scrape()
             assert value(samples, "du_exporter_scans_total", path=str(root), result="success") == 1
+
+
+def _mount(*args: str) -> None:
+    done = subprocess.run(["mount", *args], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+
+
+def _umount(path: Path) -> None:
+    done = subprocess.run(["umount", str(path)], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_bind_mount_of_an_ancestor_is_a_cycle_counted_nowhere(tmp_path: Path) -> None:
+    """``mount --bind ROOT ROOT/a/b`` (and of ``ROOT/a`` below itself)
+    after the baseline: like du, the cycle is neither walked nor counted
+    (a re-read directory knows its ancestors), a write through the bind
+    mount is counted once, and the rows follow the unmount.  Same for a
+    directory moved in whose subtree holds such a mount."""
+    with private_fs("ext4", tmp_path) as mnt:
+        root = mnt / "r"
+        (root / "a" / "b" / "c").mkdir(parents=True)
+        (root / "a" / "f").write_bytes(b"f" * 50_000)
+        (root / "top").write_bytes(b"t" * 30_000)
+        outside = mnt / "x"
+        (outside / "y" / "z").mkdir(parents=True)
+        (outside / "y" / "g").write_bytes(b"g" * 20_000)
+        mounts = 0
+        with start(tmp_path, root) as exp:
+            wait_baseline(exp, root)
+            converge(exp, root)
+            for source, point in (
+                (root, root / "a" / "b"),
+                (root / "a", root / "a" / "b" / "c"),
+            ):
+                _mount("--bind", str(source), str(point))
+                mounts += 1
+                exp.wait_event("watch_mounts_changed", mounts)
+                samples, _ = converge(exp, root)
+                assert os.fsencode(point) not in rows(samples)
+                (point / "through").write_bytes(b"w" * 70_000)  # counted once
+                converge(exp, root)
+                _umount(point)
+                mounts += 1
+                exp.wait_event("watch_mounts_changed", mounts)
+                (source / "through").unlink()
+                converge(exp, root)
+            assert os.fsencode(root / "a" / "b") in rows(exp.scrape())
+            _mount("--bind", str(root), str(outside / "y" / "z"))
+            moved = root / "a" / "in"
+            outside.rename(moved)
+            samples, _ = converge(exp, root)
+            assert rows(samples)[os.fsencode(root / "a")] < 2 * 50_000 + 20_000 + 30_000
+            # The mount came in with the directory, no mount event: the
+            # table is read again after the update that walked it.
+            mounts += 1
+            assert exp.wait_event("watch_mounts_changed", mounts)["mounted"] == [
+                os.fsdecode(moved / "y" / "z")]
+            _umount(moved / "y" / "z")
+            mounts += 1
+            exp.wait_event("watch_mounts_changed", mounts)
+            converge(exp, root)
+            assert watch(exp.scrape(), "active", root) == 1
+            assert value(samples, "du_exporter_scans_total", path=str(root), result="success") == 1

@@ -69,6 +69,9 @@ class Change:
     rekeyed: set[Dir] = field(default_factory=set)
     #: Directory entries read.
     entries: int = 0
+    #: Subtrees walked whole (new or moved in): mount points may have
+    #: come with them, which no mount event reports.
+    walked: int = 0
     unreadable: list[tuple[bytes, str]] = field(default_factory=list)
 
 
@@ -85,9 +88,17 @@ class Reader:
         self.plan = plan
         self._read = unit_reader(plan, Throttle(plan.iops))
 
-    def unit_of(self, path: bytes, key: bytes) -> Unit | None:
+    def unit_of(
+        self, path: bytes, key: bytes, ancestors: tuple[tuple[int, int], ...] = ()
+    ) -> Unit | None:
         """A fresh stat of the directory itself (the top followed, as the
-        scan does); None if it is gone or no longer a directory."""
+        scan does); None if it is gone or no longer a directory.
+
+        ``ancestors`` are the (dev, ino) of the directories above it, top
+        first, as the scan's units carry them: a subdirectory that is one
+        of them (a bind mount of an ancestor into the tree) is a cycle,
+        neither walked nor counted, as du does.
+        """
         try:
             st = os.stat(path) if path == self.walk.top else os.lstat(path)
         except OSError:
@@ -97,6 +108,7 @@ class Reader:
         return Unit(
             path=path, key=key, disk=st.st_blocks * 512, apparent=st.st_size,
             mtime=st.st_mtime, dev=st.st_dev, ino=st.st_ino, uid=st.st_uid,
+            ancestors=ancestors,
         )
 
     def own(self, res: DirRead) -> Own:
@@ -211,7 +223,7 @@ def update(tree: Tree, reader: Reader, dirty: set[bytes]) -> Change:
                 work.holders_of(d)  # read as a holder first: now named
             continue
         work.fresh.add(path)
-        unit = reader.unit_of(path, d.key)
+        unit = reader.unit_of(path, d.key, _above(d))
         if unit is None or (unit.dev, unit.ino) != (d.dev, d.ino):
             if d.parent is None:
                 raise NeedsRescan("root")
@@ -224,6 +236,16 @@ def update(tree: Tree, reader: Reader, dirty: set[bytes]) -> Change:
             work.holders_of(d)
     _replace(tree, touched, known, change)
     return change
+
+
+def _above(d: Dir) -> tuple[tuple[int, int], ...]:
+    """(dev, ino) of the directories above ``d`` in the tree, top first."""
+    out = []
+    x = d.parent
+    while x is not None:
+        out.append((x.dev, x.ino))
+        x = x.parent
+    return tuple(reversed(out))
 
 
 #: Heap ranks: a directory an event named (or whose listing must be read
@@ -293,6 +315,7 @@ def _reread(
         if path in d.children:
             continue
         dirs, links = reader.walk_subtree(u, d, change)
+        change.walked += 1
         for x, found in _by_dir(links):
             occ, sizes = _occ(x, found)
             touched.update(tree.set_occ(x, occ))

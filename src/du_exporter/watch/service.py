@@ -133,6 +133,8 @@ class Watcher:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
+        #: A subtree was walked whole: read the mount table again.
+        self._remount = threading.Event()
         self._thread: threading.Thread | None = None
         self._mounts_thread: threading.Thread | None = None
         self._group: FanotifyGroup | None = None
@@ -204,7 +206,10 @@ class Watcher:
     def _follow_mounts(self) -> None:
         """Mounts raise no fsnotify event: ``/proc/self/mountinfo`` polls
         POLLPRI when the mount table changes.  A filesystem mounted in a
-        walk is marked before the directories around it are read again."""
+        walk is marked before the directories around it are read again.
+        A directory moved in brings its mount points without changing the
+        table: after an update walked a new subtree the table is read
+        again, so they are marked, and their unmount is seen."""
         try:
             fd = os.open("/proc/self/mountinfo", os.O_RDONLY | os.O_CLOEXEC)
         except OSError as e:
@@ -216,8 +221,9 @@ class Watcher:
             poller.register(fd, select.POLLPRI | select.POLLERR)
             known = self._mount_table(fd)
             while not self._stop.is_set():
-                if not poller.poll(200):
+                if not poller.poll(200) and not self._remount.is_set():
                     continue
+                self._remount.clear()
                 now = self._mount_table(fd)
                 self._mounts_changed(known, now)
                 known = now
@@ -425,6 +431,8 @@ class Watcher:
                     self._lose_tree(f, e.reason, active=True)
             return
         self.status.add(f.walk.top, entries=change.entries)
+        if change.walked:
+            self._remount.set()
         self._warn_unreadable(change)
         with self._lock:
             f.in_flight = 0
