@@ -163,7 +163,7 @@ def _first(tree: Tree, inode: Inode) -> Dir | None:
     held = tree.holders.get(inode)
     if not held:
         return None
-    return min(held, key=lambda d: d.key + d.occ[inode][0])
+    return min(held, key=lambda d: d.key + d.names(inode)[0])
 
 
 def baseline(reader: Reader) -> tuple[Tree, Change]:
@@ -273,7 +273,7 @@ class _Work:
         if d.path in self.followed:
             return
         self.followed.add(d.path)
-        for inode in d.occ:
+        for inode in d.occ or ():
             for h in self.tree.holders.get(inode, ()):
                 if h is not d and h.path not in self.fresh:
                     self.push(h.path, named=False)
@@ -309,7 +309,7 @@ def _reread(
             continue
         gone = tree.remove(child)
         for x in gone:
-            touched.update(x.occ)
+            touched.update(x.occ or ())
         change.removed.extend(gone)
     for path, u in listed.items():
         if path in d.children:
@@ -331,7 +331,7 @@ def _rekey(d: Dir, key: bytes, change: Change, touched: set[Inode]) -> None:
     old = len(d.key)
     for x in subtree(d):
         x.key = key + x.key[old:]
-        touched.update(x.occ)
+        touched.update(x.occ or ())
         change.rekeyed.add(x)
 
 
@@ -346,10 +346,12 @@ def _replace(tree: Tree, touched: set[Inode], known: set[Inode], change: Change)
         elif inode not in known:
             _check_names(tree, inode, change)
         sizes = tree.sizes.get(inode)
-        if old is not None and (old is not win or old.placed[inode] != sizes):
-            tree.place(old, inode, old.placed[inode], -1)
+        was = None if old is None else old.placed_sizes(inode)
+        if old is not None and was is not None and (old is not win or was != sizes):
+            tree.place(old, inode, was, -1)
             change.changed.update(tree.ancestors(old))
-        if win is not None and sizes is not None and inode not in win.placed:
+        if (win is not None and sizes is not None
+                and win.placed_sizes(inode) is None):
             tree.place(win, inode, sizes, 1)
             change.changed.update(tree.ancestors(win))
 
@@ -358,7 +360,7 @@ def _check_names(tree: Tree, inode: Inode, change: Change) -> None:
     """An inode new to the tree: every name of it must be in a directory
     read, or one counted as a plain file is somewhere no event named."""
     held = tree.holders[inode]
-    names = sum(d.occ[inode][1] for d in held)
+    names = sum(d.names(inode)[1] for d in held)
     d = next(iter(held))
     nlink = 0
     try:

@@ -40,7 +40,8 @@ class Own:
     mtime: float = 0.0
     histogram: list[int] = field(default_factory=_zeros)
     histogram_sum: int = 0
-    owners: dict[int, list[int]] = field(default_factory=dict)
+    #: Per owner: None without owner-usage.
+    owners: dict[int, list[int]] | None = None
     #: It holds inodes with more than one link (placed walk-wide).
     links: bool = False
 
@@ -55,7 +56,7 @@ class Own:
             mtime=res.mtime,
             histogram=list(res.histogram),
             histogram_sum=res.histogram_sum,
-            owners={u: list(s) for u, s in res.owners.items()} if owners else {},
+            owners={u: list(s) for u, s in res.owners.items()} if owners else None,
             links=bool(res.links),
         )
 
@@ -82,10 +83,22 @@ class Dir:
     row: int | None = None
     #: Multiply-linked inodes named here: the smallest listing position
     #: of their names (the rest of du's key, after :attr:`key`) and how
-    #: many names.
-    occ: dict[Inode, tuple[bytes, int]] = field(default_factory=dict)
-    #: Inodes counted in :attr:`own` because du meets them here first.
-    placed: dict[Inode, Sizes] = field(default_factory=dict)
+    #: many names.  None when there is none (most directories: an empty
+    #: dict per directory is 64 bytes).
+    occ: dict[Inode, tuple[bytes, int]] | None = None
+    #: Inodes counted in :attr:`own` because du meets them here first;
+    #: None when there is none.
+    placed: dict[Inode, Sizes] | None = None
+
+    def names(self, inode: Inode) -> tuple[bytes, int]:
+        """The :attr:`occ` entry of an inode named here."""
+        if self.occ is None:
+            raise KeyError(inode)
+        return self.occ[inode]
+
+    def placed_sizes(self, inode: Inode) -> Sizes | None:
+        """What ``inode`` adds here if it is placed here."""
+        return None if self.placed is None else self.placed.get(inode)
 
 
 @dataclass
@@ -100,7 +113,7 @@ class Totals:
         for i, n in enumerate(own.histogram):
             self.histogram[i] += sign * n
         self.histogram_sum += sign * own.histogram_sum
-        for uid, (disk, apparent) in own.owners.items():
+        for uid, (disk, apparent) in (own.owners or {}).items():
             sums = self.owners.setdefault(uid, [0, 0])
             sums[0] += sign * disk
             sums[1] += sign * apparent
@@ -126,14 +139,19 @@ class Tree:
     def set_occ(self, d: Dir, occ: dict[Inode, tuple[bytes, int]]) -> set[Inode]:
         """``d`` now names these linked inodes; the inodes whose holders
         or positions changed."""
-        touched = {i for i in d.occ.keys() | occ.keys() if d.occ.get(i) != occ.get(i)}
-        for i in d.occ.keys() - occ.keys():
+        old = d.occ
+        if old is None:
+            if not occ:
+                return set()
+            old = {}
+        touched = {i for i in old.keys() | occ.keys() if old.get(i) != occ.get(i)}
+        for i in old.keys() - occ.keys():
             held = self.holders.get(i)
             if held is not None:
                 held.discard(d)
-        for i in occ.keys() - d.occ.keys():
+        for i in occ.keys() - old.keys():
             self.holders.setdefault(i, set()).add(d)
-        d.occ = occ
+        d.occ = occ or None
         return touched
 
     def place(self, d: Dir, inode: Inode, sizes: Sizes, sign: int) -> None:
@@ -143,10 +161,12 @@ class Tree:
         if self.owners:
             _add_owner(self.totals.owners, sizes, sign)
         if sign > 0:
-            d.placed[inode] = sizes
-            self.where[inode] = d
+            self._keep(d, inode, sizes)
         else:
-            del d.placed[inode]
+            if d.placed is not None:
+                del d.placed[inode]
+                if not d.placed:
+                    d.placed = None
             if self.where.get(inode) is d:
                 del self.where[inode]
         self._ascend(d, sign * disk, sign * apparent, 0, 0)
@@ -154,6 +174,11 @@ class Tree:
     def preplace(self, d: Dir, inode: Inode, sizes: Sizes) -> None:
         """:meth:`place` in a directory not yet grafted (no totals)."""
         self._add_placed(d.own, sizes, 1)
+        self._keep(d, inode, sizes)
+
+    def _keep(self, d: Dir, inode: Inode, sizes: Sizes) -> None:
+        if d.placed is None:
+            d.placed = {}
         d.placed[inode] = sizes
         self.where[inode] = d
 
@@ -161,6 +186,8 @@ class Tree:
         own.disk += sign * sizes[0]
         own.apparent += sign * sizes[1]
         if self.owners:
+            if own.owners is None:
+                own.owners = {}
             _add_owner(own.owners, sizes, sign)
 
     def graft(self, top: Dir, subtree: list[Dir]) -> None:
@@ -196,11 +223,11 @@ class Tree:
             stack.extend(x.children.values())
             self.dirs.pop(x.path, None)
             self.totals.add(x.own, -1)
-            for i in x.placed:
+            for i in x.placed or ():
                 if self.where.get(i) is x:
                     del self.where[i]
-            x.placed = {}
-            for i in x.occ:  # x.occ stays: the caller re-places them
+            x.placed = None
+            for i in x.occ or ():  # x.occ stays: the caller re-places them
                 held = self.holders.get(i)
                 if held is not None:
                     held.discard(x)
@@ -212,8 +239,9 @@ class Tree:
     def set_own(self, d: Dir, own: Own) -> None:
         """A fresh read of ``d`` (links excluded): replace its own sums,
         keeping the inodes placed in it."""
-        for sizes in d.placed.values():
-            self._add_placed(own, sizes, 1)
+        if d.placed is not None:
+            for sizes in d.placed.values():
+                self._add_placed(own, sizes, 1)
         old = d.own
         self.totals.add(old, -1)
         self.totals.add(own, 1)
