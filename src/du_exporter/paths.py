@@ -7,7 +7,8 @@ bytes that are not UTF-8 (:func:`label_path`, inverse
 :func:`unlabel_path`).  Also here: nested roots grouped into walks,
 depth below a root, and how sizes and times are shown to people.
 
-Imported by the scan workers too, so it needs only the standard library.
+Imported by the scan workers too, so it needs only the standard library
+(and not ``dataclasses``, which costs every worker 1.5 MiB).
 """
 
 from __future__ import annotations
@@ -17,8 +18,7 @@ import re
 import time
 
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 
 #: :func:`depth_under` of a path that is not below the root.
@@ -55,8 +55,7 @@ def root_levels(roots: Iterable[RootLike]) -> dict[bytes, int]:
     return {root_key(r.path): r.dir_level for r in roots}
 
 
-@dataclass(frozen=True)
-class Walk:
+class Walk(NamedTuple):
     """One walked root and the configured roots it covers (itself first)."""
 
     top: bytes

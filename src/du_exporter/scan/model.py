@@ -1,12 +1,13 @@
 """What a walk is made of: the plan, units, their rows, size buckets.
 
 Shared by the parent and the worker processes, so it imports nothing
-but the standard library.
+but the standard library, and not ``dataclasses`` either: it pulls in
+``inspect`` (with ``ast``, ``dis`` and ``tokenize``), 1.5 MiB in every
+worker.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
 from du_exporter.paths import export_of
@@ -48,9 +49,11 @@ class Hunger(Protocol):
     def take(self) -> bool: ...
 
 
-@dataclass(frozen=True)
-class Plan:
-    """What every worker needs to know about one walked (top) root."""
+class Plan(NamedTuple):
+    """What every worker needs to know about one walked (top) root.
+
+    Pickled with every task: a tuple of its values.
+    """
 
     #: Every configured root inside this walk as (path, level), outermost
     #: first; a directory gets a row if some root asks for its depth.
@@ -80,8 +83,6 @@ class Plan:
         nested root's rows on, exported or not)."""
         prefix = path + b"/"
         return any(root.startswith(prefix) for root, _ in self.exports[1:])
-
-
 
 
 class Unit(NamedTuple):
@@ -126,34 +127,62 @@ Row = tuple[
 Link = tuple[int, int, int, bytes, int, int, int]
 
 
-@dataclass
+def _histogram() -> list[int]:
+    """An empty file-size histogram: one count per bucket, plus +Inf."""
+    return [0] * (len(SIZE_BUCKETS) + 1)
+
+
 class DirRead:
     """One directory read alone (watch mode's re-reads): its own sums,
     links excluded, and its subdirectories, none of them walked."""
 
-    path: bytes
-    disk: int = 0
-    apparent: int = 0
-    files: int = 0
-    dirs: int = 0
-    mtime: float = 0.0
-    entries: int = 0
-    unreadable: int = 0
-    children: list[Unit] = field(default_factory=list)
-    #: (dev, ino, key, disk, apparent, uid) of inodes that may be seen
-    #: twice.
-    links: list[tuple[int, int, bytes, int, int, int]] = field(
-        default_factory=list
+    __slots__ = (
+        "apparent", "children", "dirs", "disk", "entries", "errors", "files",
+        "histogram", "histogram_sum", "links", "mtime", "owners", "path",
+        "unreadable",
     )
-    owners: dict[int, list[int]] = field(default_factory=dict)
-    errors: list[tuple[bytes, str]] = field(default_factory=list)
-    histogram: list[int] = field(
-        default_factory=lambda: [0] * (len(SIZE_BUCKETS) + 1)
-    )
-    histogram_sum: int = 0
+
+    def __init__(
+        self,
+        path: bytes,
+        *,
+        disk: int = 0,
+        apparent: int = 0,
+        files: int = 0,
+        dirs: int = 0,
+        mtime: float = 0.0,
+        entries: int = 0,
+        unreadable: int = 0,
+        children: list[Unit] | None = None,
+        links: list[tuple[int, int, bytes, int, int, int]] | None = None,
+        owners: dict[int, list[int]] | None = None,
+        errors: list[tuple[bytes, str]] | None = None,
+        histogram: list[int] | None = None,
+        histogram_sum: int = 0,
+    ) -> None:
+        self.path = path
+        self.disk = disk
+        self.apparent = apparent
+        self.files = files
+        self.dirs = dirs
+        self.mtime = mtime
+        self.entries = entries
+        self.unreadable = unreadable
+        self.children: list[Unit] = [] if children is None else children
+        #: (dev, ino, key, disk, apparent, uid) of inodes that may be seen
+        #: twice.
+        self.links: list[tuple[int, int, bytes, int, int, int]] = (
+            [] if links is None else links
+        )
+        self.owners: dict[int, list[int]] = {} if owners is None else owners
+        self.errors: list[tuple[bytes, str]] = [] if errors is None else errors
+        self.histogram = _histogram() if histogram is None else histogram
+        self.histogram_sum = histogram_sum
+
+    def __repr__(self) -> str:
+        return f"DirRead({self.path!r}, disk={self.disk}, entries={self.entries})"
 
 
-@dataclass
 class UnitResult:
     """One message of a worker about its unit.
 
@@ -163,28 +192,41 @@ class UnitResult:
     counters cover what was walked since the previous message.
     """
 
-    path: bytes
-    final: bool = False
-    rows: list[Row] = field(default_factory=list)
-    links: list[Link] = field(default_factory=list)
-    #: Directories handed back to idle workers, each with the id of the
-    #: row it hangs on.
-    children: list[tuple[Unit, int]] = field(default_factory=list)
-    entries: int = 0
-    unreadable: int = 0
-    #: Directories read by the exact Python loop, not a fast engine.
-    python_dirs: int = 0
-    #: uid -> [disk, apparent] of what this unit counted itself (the
-    #: links are counted once, later, by the parent).
-    owners: dict[int, list[int]] = field(default_factory=dict)
-    errors: list[tuple[bytes, str]] = field(default_factory=list)
-    #: How many more unreadable paths this unit may still name (its
-    #: earlier messages named the others).
-    error_room: int = MAX_ERRORS
-    histogram: list[int] = field(
-        default_factory=lambda: [0] * (len(SIZE_BUCKETS) + 1)
+    __slots__ = (
+        "children", "entries", "error_room", "errors", "final", "histogram",
+        "histogram_sum", "links", "owners", "path", "python_dirs", "rows",
+        "unreadable",
     )
-    histogram_sum: int = 0
+
+    def __init__(
+        self, path: bytes, *, final: bool = False, error_room: int = MAX_ERRORS
+    ) -> None:
+        self.path = path
+        self.final = final
+        self.rows: list[Row] = []
+        self.links: list[Link] = []
+        #: Directories handed back to idle workers, each with the id of the
+        #: row it hangs on.
+        self.children: list[tuple[Unit, int]] = []
+        self.entries = 0
+        self.unreadable = 0
+        #: Directories read by the exact Python loop, not a fast engine.
+        self.python_dirs = 0
+        #: uid -> [disk, apparent] of what this unit counted itself (the
+        #: links are counted once, later, by the parent).
+        self.owners: dict[int, list[int]] = {}
+        self.errors: list[tuple[bytes, str]] = []
+        #: How many more unreadable paths this unit may still name (its
+        #: earlier messages named the others).
+        self.error_room = error_room
+        self.histogram = _histogram()
+        self.histogram_sum = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"UnitResult({self.path!r}, final={self.final}, "
+            f"rows={len(self.rows)}, entries={self.entries})"
+        )
 
     def own(self, uid: int, disk: int, apparent: int) -> None:
         sums = self.owners.setdefault(uid, [0, 0])
@@ -195,4 +237,3 @@ class UnitResult:
         self.unreadable += 1
         if len(self.errors) < self.error_room:
             self.errors.append((path, err.strerror or type(err).__name__))
-

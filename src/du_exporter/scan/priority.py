@@ -5,13 +5,15 @@ best-effort I/O priority; ``idle`` is ``nice 19`` plus the idle I/O class
 (the disk serves the scan only when nobody else wants it).  The I/O class
 is honoured by the BFQ and CFQ schedulers and by NFS servers' own
 queues only indirectly; ``max-iops`` is the hard budget.
+
+``ctypes`` (for ioprio_set(2), which the os module lacks) is imported
+only for ``low`` and ``idle``: every worker runs ``apply``, and most of
+them at ``normal``.
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
-import platform
 
 
 _NICE = {"normal": 0, "low": 10, "idle": 19}
@@ -38,9 +40,12 @@ def apply(priority: str) -> list[str]:
 
 
 def _set_ioprio(value: int) -> list[str]:
-    nr = _SYSCALL.get(platform.machine())
+    machine = os.uname().machine
+    nr = _SYSCALL.get(machine)
     if nr is None:
-        return [f"ioprio_set: unknown on {platform.machine()}"]
+        return [f"ioprio_set: unknown on {machine}"]
+    import ctypes  # noqa: PLC0415 - 0.3 MiB, only for a lowered priority
+
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.syscall(nr, _IOPRIO_WHO_PROCESS, 0, value) != 0:
         return [f"ioprio_set: {os.strerror(ctypes.get_errno())}"]
