@@ -66,6 +66,38 @@ class TestPriority:
         assert 0 == nice_of(os.getpid()) - os.nice(0)
 
 
+class TestWorkerImports:
+    """A worker loads the scanner only: every module costs every worker."""
+
+    #: Pulled in by ``dataclasses`` (``inspect`` with ``ast``, ``dis`` and
+    #: ``tokenize``: 1.5 MiB) and by ctypes (0.3 MiB, for ioprio_set).
+    HEAVY = frozenset({"dataclasses", "inspect", "ast", "dis", "tokenize",
+                       "ctypes", "platform"})
+
+    @staticmethod
+    def imported(stderr: str) -> set[str]:
+        return {line.rpartition("|")[2].strip()
+                for line in stderr.splitlines()
+                if line.startswith("import time:")}
+
+    @pytest.mark.parametrize("level", ["normal", "low"])
+    def test_no_heavy_modules(self, tmp_path, capfd, monkeypatch, level):
+        write(tmp_path / "t" / "d" / "f", 10)
+        plan, top = plan_for(tmp_path / "t")
+        # The workers inherit it and list every import on stderr (ours).
+        monkeypatch.setenv("PYTHONPROFILEIMPORTTIME", "1")
+        with ScanPool(1, level) as pool:
+            pool.walk(plan, top, lambda *_: None, threading.Event())
+        monkeypatch.delenv("PYTHONPROFILEIMPORTTIME")
+        seen = self.imported(capfd.readouterr().err)
+        assert {"du_exporter.scan.walker", "du_exporter.scan.model"} <= seen
+        if level == "normal":
+            assert set() == seen & self.HEAVY
+        else:  # the check sees a lazy import: ioprio_set needs ctypes
+            assert "ctypes" in seen
+            assert set() == seen & (self.HEAVY - {"ctypes"})
+
+
 class TestFailures:
     """A dead worker fails the walk; it never hangs."""
 
