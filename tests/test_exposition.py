@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import http.client
 import io
 import os
 import shutil
+import threading
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.openmetrics.parser import (
@@ -25,10 +30,10 @@ from du_exporter.expose.render import (
     render_gzip,
     write_text,
 )
-from du_exporter.store.reader import Reader
+from du_exporter.store.reader import Reader, ReadSession
 from du_exporter.store.rows import UnitRow
 from du_exporter.store.writer import Store
-from du_exporter.web.server import Body
+from du_exporter.web.server import Body, Pages, ServerHandle, start_server
 from exporter import parse, sizes
 from helpers import Scanner, du_labels, trace_sql, write
 
@@ -314,3 +319,96 @@ class TestKeySource:
         assert "fresh_value 1.0" in whole(exp.render("", False)[0]).decode()  # cached
         fx.scan()  # a new generation: both halves are rendered again
         assert "fresh_value 2.0" in whole(exp.render("", False)[0]).decode()
+
+
+class SlowReader(Reader):
+    """The real store, read only once ``release`` is set after ``hold``:
+    a render that takes as long as the test wants."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.hold = threading.Event()
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[ReadSession]:
+        if self.hold.is_set():
+            self.entered.set()
+            assert self.release.wait(30)
+        with super().session() as session:
+            yield session
+
+
+def http_get(server: ServerHandle, accept: str, gz: bool) -> str:
+    conn = http.client.HTTPConnection(server.host, server.port, timeout=30)
+    try:
+        headers = {"Accept": accept, "Accept-Encoding": "gzip" if gz else "identity"}
+        conn.request("GET", "/metrics", headers=headers)
+        resp = conn.getresponse()
+        data = resp.read()
+        assert resp.status == 200
+        assert (resp.headers["Content-Encoding"] == "gzip") == gz
+        return (gzip.decompress(data) if gz else data).decode()
+    finally:
+        conn.close()
+
+
+class TestBackground:
+    """The daemon's way: no scrape waits for a render but the first."""
+
+    def test_scrapes_during_a_slow_render_get_the_previous_bytes(self, scanner_auto, tmp_path, monkeypatch):
+        fx = make(scanner_auto, tmp_path, monkeypatch)
+        reader = SlowReader(fx.cfg.db_path)
+        generation = [1]
+        exp = Exposition(reader, lambda: fx.cfg, fx.fresh,
+                         key_source=lambda: generation[0], background=True)
+        server = start_server(Pages(render=exp.render, landing=lambda: "",
+                                    ready=lambda: True))
+        try:
+            old = sizes(parse(http_get(server, "", True)))  # the first renders
+            assert du_labels(fx.root, "-B1", "--max-depth=1") == old
+            write(fx.root / "c" / "h", 50_000)
+            fx.scan()
+            reader.hold.set()
+            generation[0] += 1  # as the daemon does after a scan
+            # This scrape starts the render of the new generation and is
+            # answered at once; the render now waits inside the store.
+            assert old == sizes(parse(http_get(server, "", True)))
+            assert reader.entered.wait(30)
+            for accept, gz in (("", True), ("", False), (OM, True), (OM, False)):
+                text = http_get(server, accept, gz)
+                assert old == sizes(parse(text))
+                assert text.endswith("# EOF\n") == (accept == OM)
+            assert not reader.release.is_set()  # still rendering throughout
+            reader.hold.clear()
+            reader.release.set()
+            for thread in threading.enumerate():
+                if thread.name == "du-exporter-render":
+                    thread.join(30)
+            new = sizes(parse(http_get(server, OM, True)))
+            assert du_labels(fx.root, "-B1", "--max-depth=1") == new
+            assert new != old
+            assert new == sizes(parse(http_get(server, "", False)))
+        finally:
+            reader.release.set()
+            server.close()
+
+    def test_a_failed_render_keeps_the_previous_bytes(self, scanner_auto, tmp_path, monkeypatch):
+        """The store gone under a background render: one log line, and
+        the previous generation is still served."""
+        fx = make(scanner_auto, tmp_path, monkeypatch)
+        generation = [1]
+        exp = Exposition(Reader(fx.cfg.db_path), lambda: fx.cfg, fx.fresh,
+                         key_source=lambda: generation[0], background=True)
+        old = sizes(parse(whole(exp.render("", False)[0]).decode()))
+        for f in fx.cfg.db_path.parent.glob(fx.cfg.db_path.name + "*"):
+            f.unlink()
+        generation[0] += 1
+        with structlog.testing.capture_logs() as logs:
+            assert old == sizes(parse(whole(exp.render("", False)[0]).decode()))
+            for thread in threading.enumerate():
+                if thread.name == "du-exporter-render":
+                    thread.join(30)
+        assert ["render_failed"] == [e["event"] for e in logs]
+        assert old == sizes(parse(whole(exp.render("", False)[0]).decode()))

@@ -299,6 +299,9 @@ class Daemon:
             key_source=self._generation,
             fresh_ttl=1.0,
             fresh_key=self.status.version,
+            # Scrapes never wait for a render but the first: a new
+            # generation (or a reloaded config) renders off the scrape.
+            background=True,
         )
         pages = Pages(
             render=exposition.render,

@@ -136,15 +136,38 @@ def format_families(families: Iterable[Metric], *, openmetrics: bool) -> bytes:
 
 @dataclass(frozen=True)
 class Gzipped:
-    """The directory families of one generation in both formats."""
+    """The directory families of one generation in both formats, as the
+    gzip members a body is sent as: each family's samples are kept once,
+    shared by both formats (only the small header members differ), and
+    never joined into one copy per format."""
 
-    #: gzip body (a series of gzip members) of the text format and of
-    #: OpenMetrics (without ``# EOF``).
-    text: bytes
-    openmetrics: bytes
+    #: Per format (text, OpenMetrics without ``# EOF``): the members of
+    #: its body, in order.
+    text_members: tuple[bytes, ...]
+    openmetrics_members: tuple[bytes, ...]
     #: Their lengths once decompressed.
     text_size: int
     openmetrics_size: int
+
+    def members(self, *, openmetrics: bool) -> tuple[bytes, ...]:
+        return self.openmetrics_members if openmetrics else self.text_members
+
+    @property
+    def text(self) -> bytes:
+        """The text body as one gzip stream (a copy: for tests, tools)."""
+        return b"".join(self.text_members)
+
+    @property
+    def openmetrics(self) -> bytes:
+        """The OpenMetrics body as one gzip stream (a copy)."""
+        return b"".join(self.openmetrics_members)
+
+    @property
+    def resident(self) -> int:
+        """Compressed bytes held, shared members counted once."""
+        unique = {id(m): len(m) for m in (*self.text_members,
+                                          *self.openmetrics_members)}
+        return sum(unique.values())
 
 
 class _Family:
@@ -178,6 +201,9 @@ class _Deflate:
     def member(self) -> bytes:
         self._out.append(self._zip.flush())
         return b"".join(self._out)
+
+    def close(self) -> None:
+        self._out.clear()
 
 
 def _stream(reader: Reader, cfg: Config, families: list[_Family]) -> list[Metric]:
@@ -242,8 +268,11 @@ def render_gzip(reader: Reader, cfg: Config) -> Gzipped:
     rest = _stream(reader, cfg, families)
     bodies: list[list[bytes]] = [[], []]
     sizes = [0, 0]
+    # The family's pieces are freed as its member is made, before the
+    # next one is joined: the render holds about one body, not two.
     for family, z in zip(families, zips, strict=True):
         samples = z.member()
+        z.close()
         spec = family.spec
         for om, body in enumerate(bodies):
             head = header(spec.name, spec.doc, spec.kind, openmetrics=bool(om))
@@ -254,8 +283,7 @@ def render_gzip(reader: Reader, cfg: Config) -> Gzipped:
         data = format_families(rest, openmetrics=bool(om))
         body.append(gzip.compress(data, GZIP_LEVEL, mtime=0))
         sizes[om] += len(data)
-    text, openmetrics = (b"".join(body) for body in bodies)
-    return Gzipped(text, openmetrics, sizes[0], sizes[1])
+    return Gzipped(tuple(bodies[0]), tuple(bodies[1]), sizes[0], sizes[1])
 
 
 def write_text(reader: Reader, cfg: Config, out: BinaryIO, spill: Path) -> None:

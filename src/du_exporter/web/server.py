@@ -70,14 +70,20 @@ _HEAD_END = re.compile(rb"\r?\n\r?\n")
 # (bounded), so the kernel does not reset the connection under the answer.
 _LINGER = 0.5
 _LINGER_BYTES = 256 * 1024
+#: Bytes of a body handed to the transport at once: asyncio copies what
+#: the socket does not take at once into the connection's buffer, so a
+#: cached body of many MiB written whole was copied once per connection.
+SEND_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True)
 class Body:
     """A body sent piece by piece, ``length`` bytes in all: a large
-    cached body goes out as stored, without a copy.  The pieces are
-    produced on a render thread (they may decompress), one at a time as
-    the socket takes them."""
+    cached body goes out as stored, without a copy.  A tuple holds
+    pieces already made, sent from the event loop; the pieces of any
+    other iterable are produced on a render thread (they may
+    decompress), one at a time as the socket takes them.  Either way a
+    piece is handed to the socket :data:`SEND_BYTES` at a time."""
 
     length: int
     pieces: Iterable[bytes]
@@ -444,6 +450,9 @@ class _Server:
         writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
         if not body:
             pass
+        elif isinstance(whole, Body) and isinstance(whole.pieces, tuple):
+            for piece in whole.pieces:
+                await self._send(writer, piece)
         elif isinstance(whole, Body):
             await self._stream(writer, iter(whole.pieces))
         else:
@@ -469,7 +478,15 @@ class _Server:
         while (
             piece := await loop.run_in_executor(self.render_pool, next, pieces, None)
         ) is not None:
-            writer.write(piece)
+            await self._send(writer, piece)
+
+    async def _send(self, writer: asyncio.StreamWriter, piece: bytes) -> None:
+        """Hand *piece* to the socket :data:`SEND_BYTES` at a time, each
+        wait for the client to take data under the timeout (a large body
+        to a slow network may take longer in all)."""
+        view = memoryview(piece)
+        for at in range(0, len(view), SEND_BYTES):
+            writer.write(view[at:at + SEND_BYTES])
             async with asyncio.timeout(self.request_timeout):
                 await writer.drain()
 
