@@ -38,6 +38,9 @@ def connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
     # first read, as before.
     with contextlib.suppress(sqlite3.DatabaseError):
         conn.execute("PRAGMA cache_size = -256")
+        # The sort's temporary b-trees in a file even where SQLite was
+        # built to keep them in memory by default (SQLITE_TEMP_STORE=2).
+        conn.execute("PRAGMA temp_store = FILE")
     return conn
 
 

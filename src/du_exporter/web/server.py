@@ -73,7 +73,7 @@ _LINGER_BYTES = 256 * 1024
 #: Bytes of a body handed to the transport at once: asyncio copies what
 #: the socket does not take at once into the connection's buffer, so a
 #: cached body of many MiB written whole was copied once per connection.
-SEND_BYTES = 256 * 1024
+SEND_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
