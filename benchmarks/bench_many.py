@@ -137,7 +137,10 @@ with out.open("wb") as f:
     took = time.perf_counter() - t
 out.unlink()
 tracemalloc.start(); g = render_gzip(Reader(cfg.db_path), cfg)
-print(took, len(g.text) + len(g.openmetrics), tracemalloc.get_traced_memory()[1])
+held = getattr(g, "resident", None)  # members shared by both formats
+if held is None:  # an older du-exporter (--python): two joined bodies
+    held = len(g.text) + len(g.openmetrics)
+print(took, held, tracemalloc.get_traced_memory()[1])
 """
 
 

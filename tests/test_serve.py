@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -21,7 +21,13 @@ from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
-from du_exporter.web.server import Pages, ServerHandle, start_server
+from du_exporter.web.server import (
+    SEND_BYTES,
+    Body,
+    Pages,
+    ServerHandle,
+    start_server,
+)
 from exporter import Exporter
 from helpers import metrics_render
 
@@ -373,6 +379,46 @@ class TestConcurrency:
 
         assert reply.startswith(b"HTTP/1.0 503")
         assert recovered
+
+
+class TestLargeBodies:
+    """A body of many MiB (the cached exposition at a million
+    directories) goes out whole, whether its pieces are already made
+    (a tuple, sent from the loop a slice at a time) or made as they go."""
+
+    @staticmethod
+    def _pages(body: Callable[[], Body]) -> Pages:
+        return Pages(lambda _a, _g: (body(), "text/plain", False),
+                     lambda: LANDING, lambda: True)
+
+    def test_pieces_arrive_whole(self) -> None:
+        pieces = tuple(bytes([65 + i]) * (3 * SEND_BYTES + i) for i in range(3))
+        whole = b"".join(pieces)
+        for make in (lambda: Body(len(whole), pieces),
+                     lambda: Body(len(whole), iter(pieces))):
+            with serving(self._pages(make)) as handle:
+                resp = fetch(handle, "/metrics")
+            assert 200 == resp.status
+            assert str(len(whole)) == resp.headers["Content-Length"]
+            assert whole == resp.body
+
+    def test_slow_reader_does_not_hold_up_others(self) -> None:
+        """While one client takes a large body slowly, another gets it
+        whole: the loop is not held by the first one's send."""
+        big = (b"x" * (16 * SEND_BYTES),)
+        pages = self._pages(lambda: Body(len(big[0]), big))
+        with (
+            serving(pages) as handle,
+            socket.create_connection((handle.host, handle.port), 5) as slow,
+        ):
+            slow.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+            assert slow.recv(1)  # its answer has begun; not read on
+            resp = fetch(handle, "/metrics")
+            got = 1
+            while chunk := slow.recv(1 << 16):
+                got += len(chunk)
+        assert big[0] == resp.body
+        assert got > len(big[0])  # head and whole body
 
 
 class TestIdentity:
