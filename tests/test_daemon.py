@@ -10,8 +10,6 @@ import json
 import signal
 import subprocess
 import sys
-import threading
-import time
 
 from datetime import datetime
 from pathlib import Path
@@ -19,14 +17,7 @@ from pathlib import Path
 import pytest
 
 from du_exporter.config import Config, Root, build
-from du_exporter.daemon import (
-    SWITCH_INTERVAL,
-    Daemon,
-    Requests,
-    Schedule,
-    changed_walks,
-    retry_delay,
-)
+from du_exporter.daemon import Schedule, changed_walks, retry_delay
 from du_exporter.paths import plan_walks
 from du_exporter.scan.walker import engine_name
 from exporter import Exporter, descendants, parse, sizes, wait_gone
@@ -399,34 +390,3 @@ def test_daemon_threads_share_one_malloc_arena(
     )
     assert out.stdout.split() == [str(not env)]
     assert out.stderr.count("Arena ") == arenas, out.stderr
-
-
-def test_daemon_hands_the_gil_over_sooner_while_it_runs(
-    scanner_auto, tmp_path: Path
-) -> None:
-    """The HTTP loop gets the GIL back within SWITCH_INTERVAL of asking
-    while a big render runs Python; the process's own setting is back
-    once the daemon returns."""
-    (tmp_path / "t").mkdir()
-    cfg = scanner_auto.config(analyzed_path=str(tmp_path / "t"), dir_level=1,
-                              bind_address="127.0.0.1:0")
-    before = sys.getswitchinterval()
-    daemon = Daemon(cfg, lambda: cfg)
-    requests = Requests()
-    seen: list[float] = []
-
-    def run() -> None:
-        daemon.run(requests)
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while daemon.server is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-        seen.append(sys.getswitchinterval())
-    finally:
-        requests.ask(requests.stop)
-        thread.join(30)
-    assert [SWITCH_INTERVAL] == seen
-    assert before == sys.getswitchinterval()
