@@ -11,7 +11,6 @@ import ctypes
 import dataclasses
 import os
 import sqlite3
-import sys
 import threading
 import time
 
@@ -48,15 +47,6 @@ from du_exporter.web.server import Pages, ServerHandle, start_server
 
 
 log = structlog.get_logger("du_exporter")
-
-
-#: Seconds a thread that wants the GIL waits before the one running
-#: Python is made to hand it over (CPython's default: 0.005).  A render
-#: of a big generation runs Python for seconds; the HTTP loop gives up
-#: the GIL on every socket call and waited this long to get it back, a
-#: few dozen times per scrape (py-spy at 1,000,001 exported directories:
-#: the render held the GIL in 95 % of the samples that had it).
-SWITCH_INTERVAL = 0.0005
 
 
 #: mallopt(3)'s M_ARENA_MAX (glibc).
@@ -371,14 +361,6 @@ class Daemon:
 
     def run(self, requests: Requests) -> None:
         """Scan now and on schedule until asked to stop; serve meanwhile."""
-        switch = sys.getswitchinterval()
-        sys.setswitchinterval(min(switch, SWITCH_INTERVAL))
-        try:
-            self._run(requests)
-        finally:
-            sys.setswitchinterval(switch)
-
-    def _run(self, requests: Requests) -> None:
         self.server = self._start_server()
         self._warm()  # a generation that survived a restart
         self.pool = ScanPool(self.config.max_procs, self.config.scan_priority)
