@@ -565,6 +565,9 @@ class Daemon:
             self._start_watcher()
         self.schedule.keep(plan_walks(new.roots), new.scan_interval_minutes * 60)
         self.schedule.all_due(changed, time.monotonic())
+        # Scrapes get the new config's /metrics from now on, not the
+        # old bytes while a scrape's background render runs.
+        self._warm()
         log.info(
             "reloaded",
             rescan=[display(w.top) for w in changed],
