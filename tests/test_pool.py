@@ -86,6 +86,10 @@ class TestWorkerImports:
         plan, top = plan_for(tmp_path / "t")
         # The workers inherit it and list every import on stderr (ours).
         monkeypatch.setenv("PYTHONPROFILEIMPORTTIME", "1")
+        # Under pytest-cov the workers would start coverage, which imports
+        # inspect, dataclasses and platform itself: not what a user runs.
+        for name in ("COVERAGE_PROCESS_START", "COVERAGE_PROCESS_CONFIG"):
+            monkeypatch.delenv(name, raising=False)
         with ScanPool(1, level) as pool:
             pool.walk(plan, top, lambda *_: None, threading.Event())
         monkeypatch.delenv("PYTHONPROFILEIMPORTTIME")
