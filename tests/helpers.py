@@ -251,6 +251,19 @@ def worker_pids() -> set[int]:
     return pids
 
 
+@contextlib.contextmanager
+def mounted(*args: str | Path) -> Iterator[None]:
+    """``mount ARGS...`` (the last one is the mount point) for the block;
+    the test is skipped where mounting is not allowed."""
+    done = subprocess.run(["mount", *map(str, args)], capture_output=True, check=False)
+    if done.returncode:
+        pytest.skip(f"cannot mount here (not root?): {done.stderr!r}")
+    try:
+        yield
+    finally:
+        subprocess.run(["umount", str(args[-1])], check=True)
+
+
 def new_workers(before: set[int], count: int, timeout: float = 10.0) -> set[int]:
     """The scan workers started since ``before``, once ``count`` are seen.
 

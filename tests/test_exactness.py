@@ -5,13 +5,11 @@ Real mounts (tmpfs, bind mounts), real racing renames, real SQLite.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import subprocess
 import threading
 import time
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -24,23 +22,11 @@ import fusefs
 from du_exporter.expose.exposition import Exposition
 from du_exporter.store.reader import Reader
 from du_exporter.store.rows import DirRow
-from helpers import Scanner, du, write
+from helpers import Scanner, du, mounted, write
 
 
 def sizes(rows: Mapping[bytes, DirRow], attr: str) -> dict[bytes, int]:
     return {p: int(getattr(r, attr)) for p, r in rows.items()}
-
-
-@contextlib.contextmanager
-def mounted(*args: str | Path) -> Iterator[None]:
-    """``mount ARGS...`` (the last one is the mount point) for the block."""
-    done = subprocess.run(["mount", *map(str, args)], capture_output=True, check=False)
-    if done.returncode:
-        pytest.skip(f"cannot mount here (not root?): {done.stderr!r}")
-    try:
-        yield
-    finally:
-        subprocess.run(["umount", str(args[-1])], check=True)
 
 
 class TestBindMountCycle:

@@ -15,7 +15,7 @@ import os
 import shutil
 import subprocess
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -39,7 +39,7 @@ from du_exporter.scan.walker import (
     walks_in_c,
 )
 from du_exporter.store.rows import UnitRow
-from helpers import du, write
+from helpers import du, mounted, write
 
 
 pytestmark = pytest.mark.skipif(
@@ -167,18 +167,6 @@ def many_dirs(root: Path, fan: int) -> Path:
         os.link(root / f"a{i:03d}" / "b000" / "f",
                 root / f"a{fan - 1 - i:03d}" / f"b{i:03d}" / "link")
     return root
-
-
-@contextlib.contextmanager
-def mounted(*args: str | Path) -> Iterator[None]:
-    done = subprocess.run(["mount", *map(str, args)], capture_output=True,
-                          check=False)
-    if done.returncode:
-        pytest.skip(f"cannot mount here (not root?): {done.stderr!r}")
-    try:
-        yield
-    finally:
-        subprocess.run(["umount", str(args[-1])], check=True)
 
 
 class TestDeepTree:
