@@ -3,12 +3,14 @@ directory (all depths) compared with du after every batch."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
 import threading
 import time
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -16,7 +18,7 @@ import pytest
 from du_exporter.config import Root
 from du_exporter.errors import WatchUnavailableError
 from du_exporter.paths import plan_walks
-from du_exporter.watch.apply import OneDir, Reader, baseline, update
+from du_exporter.watch.apply import Change, OneDir, Reader, baseline, update
 from du_exporter.watch.fanotify import FanotifyGroup
 from du_exporter.watch.state import Tree
 from helpers import du
@@ -49,6 +51,42 @@ def all_depths(tree: Tree) -> dict[bytes, int]:
     return {p: d.disk for p, d in tree.dirs.items()}
 
 
+class Watched:
+    """A root followed in process: its fanotify group, the baseline tree,
+    and ``sync()`` to apply the events delivered so far."""
+
+    def __init__(self, dirty: Dirty, tree: Tree, reader: Callable[[], Reader]) -> None:
+        self.dirty = dirty
+        self.tree = tree
+        self.reader = reader
+
+    def sync(self) -> Change:
+        return update(self.tree, self.reader(), self.dirty.take())
+
+
+@contextlib.contextmanager
+def watching(mnt: Path, root: Path, level: int) -> Iterator[Watched]:
+    """Mark ``mnt``'s filesystem, read ``root``'s baseline (dir-level
+    ``level``); the group is closed when the block ends."""
+    dirty = Dirty()
+    try:
+        group = FanotifyGroup(dirty.on_dirs, dirty.on_overflow)
+    except WatchUnavailableError as e:
+        pytest.skip(str(e))
+    try:
+        group.mark(os.fsencode(mnt))
+        group.start()
+        walk = plan_walks([Root(str(root), level)])[0]
+        plan = OneDir(
+            exports=walk.exports, ignore=(), one_file_system=False,
+            follow_symlinks=False, root_dev=os.stat(root).st_dev,
+        )
+        tree, _ = baseline(Reader(walk, plan))
+        yield Watched(dirty, tree, lambda: Reader(walk, plan))
+    finally:
+        group.close()
+
+
 @pytest.mark.parametrize("kind", ["tmpfs", "ext4"])
 def test_every_directory_follows_du_batch_after_batch(kind: str, tmp_path: Path) -> None:
     rng = random.Random(f"apply-{kind}")  # noqa: S311 - reproducible changes
@@ -57,36 +95,21 @@ def test_every_directory_follows_du_batch_after_batch(kind: str, tmp_path: Path)
         root.mkdir()
         seed(root, rng, dirs=150, files=600)
         shutil.rmtree(root / "skipme")
-        dirty = Dirty()
-        try:
-            group = FanotifyGroup(dirty.on_dirs, dirty.on_overflow)
-        except WatchUnavailableError as e:
-            pytest.skip(str(e))
-        try:
-            group.mark(os.fsencode(mnt))
-            group.start()
-            walk = plan_walks([Root(str(root), 2)])[0]
-            plan = OneDir(
-                exports=walk.exports, ignore=(), one_file_system=False,
-                follow_symlinks=False, root_dev=os.stat(root).st_dev,
-            )
-            tree, _ = baseline(Reader(walk, plan))
-            assert all_depths(tree) == du(root, "-B1")
+        with watching(mnt, root, 2) as w:
+            assert all_depths(w.tree) == du(root, "-B1")
             batches = 0
             for n in range(300):
                 _mutate(root, rng, n)
                 if rng.random() < 0.8:
                     continue  # batch boundaries fall anywhere
                 time.sleep(0.05)  # most, not all, events delivered
-                update(tree, Reader(walk, plan), dirty.take())
+                w.sync()
                 batches += 1
             time.sleep(0.3)
-            update(tree, Reader(walk, plan), dirty.take())
-        finally:
-            group.close()
-        assert dirty.overflows == 0
+            w.sync()
+        assert w.dirty.overflows == 0
         assert batches > 10
-        assert all_depths(tree) == du(root, "-B1")
+        assert all_depths(w.tree) == du(root, "-B1")
 
 
 def _mutate(root: Path, rng: random.Random, n: int) -> None:
@@ -179,34 +202,19 @@ def test_hard_links_are_placed_again_without_a_rescan(kind: str, tmp_path: Path)
             root = mnt / "tree"
             root.mkdir()
             _link_seed(root, rng)
-            dirty = Dirty()
-            try:
-                group = FanotifyGroup(dirty.on_dirs, dirty.on_overflow)
-            except WatchUnavailableError as e:
-                pytest.skip(str(e))
-            try:
-                group.mark(os.fsencode(mnt))
-                group.start()
-                walk = plan_walks([Root(str(root), 2)])[0]
-                plan = OneDir(
-                    exports=walk.exports, ignore=(), one_file_system=False,
-                    follow_symlinks=False, root_dev=os.stat(root).st_dev,
-                )
-                tree, _ = baseline(Reader(walk, plan))
-                assert _both(tree) == (du(root, "-B1"), du(root, "-b"))
+            with watching(mnt, root, 2) as w:
+                assert _both(w.tree) == (du(root, "-B1"), du(root, "-b"))
                 for n in range(150):
                     _link_mutate(root, rng, n)
                     if rng.random() < 0.8:
                         continue  # batch boundaries fall anywhere
                     time.sleep(0.02)
-                    update(tree, Reader(walk, plan), dirty.take())
+                    w.sync()
                 time.sleep(0.3)
-                update(tree, Reader(walk, plan), dirty.take())
-            finally:
-                group.close()
-            assert dirty.overflows == 0
-            assert _both(tree) == (du(root, "-B1"), du(root, "-b")), f"round {round_}"
-            assert tree.links()
+                w.sync()
+            assert w.dirty.overflows == 0
+            assert _both(w.tree) == (du(root, "-B1"), du(root, "-b")), f"round {round_}"
+            assert w.tree.links()
 
 
 def test_a_listing_that_changes_order_moves_the_links_below_it(tmp_path: Path) -> None:
@@ -236,30 +244,15 @@ def test_a_listing_that_changes_order_moves_the_links_below_it(tmp_path: Path) -
         (pair[1] / "deep").mkdir()
         (pair[1] / "deep" / "f").write_bytes(os.urandom(300_000))
         os.link(pair[1] / "deep" / "f", pair[0] / "g")
-        dirty = Dirty()
-        try:
-            group = FanotifyGroup(dirty.on_dirs, dirty.on_overflow)
-        except WatchUnavailableError as e:
-            pytest.skip(str(e))
-        try:
-            group.mark(os.fsencode(mnt))
-            group.start()
-            walk = plan_walks([Root(str(root), 3)])[0]
-            plan = OneDir(
-                exports=walk.exports, ignore=(), one_file_system=False,
-                follow_symlinks=False, root_dev=os.stat(root).st_dev,
-            )
-            tree, _ = baseline(Reader(walk, plan))
+        with watching(mnt, root, 3) as w:
             st = os.stat(pair[0] / "g")
-            assert tree.where[st.st_dev, st.st_ino] is tree.dirs[os.fsencode(pair[0])]
+            assert w.tree.where[st.st_dev, st.st_ino] is w.tree.dirs[os.fsencode(pair[0])]
             for i in range(10_001):
                 (big / f"e{i}").touch()
             time.sleep(0.5)
-            change = update(tree, Reader(walk, plan), dirty.take())
-        finally:
-            group.close()
-        assert dirty.overflows == 0
-        assert _both(tree) == (du(root, "-B1"), du(root, "-b"))
-        assert tree.where[st.st_dev, st.st_ino] is tree.dirs[os.fsencode(pair[1] / "deep")]
+            change = w.sync()
+        assert w.dirty.overflows == 0
+        assert _both(w.tree) == (du(root, "-B1"), du(root, "-b"))
+        assert w.tree.where[st.st_dev, st.st_ino] is w.tree.dirs[os.fsencode(pair[1] / "deep")]
         # The inode moved without reading the subdirectories again.
         assert change.entries == len(os.listdir(big))
