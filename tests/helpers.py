@@ -171,6 +171,30 @@ def write(path: Path, size: int, *, sparse: bool = False) -> Path:
     return path
 
 
+def many_dirs(root: Path, fan: int) -> Path:
+    """``fan`` x ``fan`` directories of one file each, and hard links
+    between far-apart ones (du counts each where it meets it first)."""
+    for i in range(fan):
+        for j in range(fan):
+            write(root / f"a{i:03d}" / f"b{j:03d}" / "f", 100 * i + j)
+    for i in range(0, fan, 7):
+        os.link(root / f"a{i:03d}" / "b000" / "f",
+                root / f"a{fan - 1 - i:03d}" / f"b{i:03d}" / "link")
+    return root
+
+
+def big_dir_with_link(root: Path) -> Path:
+    """``root/big`` of 12,000 entries (past the 10,000 where fts sorts by
+    inode) holding a hard link to ``root/data/f``; returns ``root``."""
+    big = root / "big"
+    big.mkdir(parents=True)
+    for i in range(12_000):
+        (big / f"{i:05d}").touch()
+    write(root / "data" / "f", 40_000)
+    os.link(root / "data" / "f", big / "link")
+    return root
+
+
 class Scanner:
     """Runs real scans with the shared pool into a real SQLite file."""
 

@@ -15,7 +15,7 @@ import pytest
 import fusefs
 
 from du_exporter.scan.walker import engine_available
-from helpers import Scanner, du, write
+from helpers import Scanner, big_dir_with_link, du, write
 from test_hostile import NO_DAC
 from test_scan import rich_tree, sizes
 
@@ -55,13 +55,7 @@ class TestThreadsEqualDu:
     def test_big_directory_inode_order(self, scanner: Scanner, tmp_path: Path, threads: int) -> None:
         """12,000 entries (sorted by inode like fts) stat'ed by many
         threads; a hard link into it from a sibling read in the same batch."""
-        root = tmp_path / "t"
-        big = root / "big"
-        big.mkdir(parents=True)
-        for i in range(12_000):
-            (big / f"{i:05d}").touch()
-        write(root / "data" / "f", 40_000)
-        os.link(root / "data" / "f", big / "link")
+        root = big_dir_with_link(tmp_path / "t")
         rows = scanner.scan(analyzed_path=str(root), dir_level=0, scan_threads=threads)
         assert du(root, "-B1", "--max-depth=0") == sizes(rows, "disk")
 

@@ -17,7 +17,7 @@ from du_exporter.scan.model import ROWS_PER_MESSAGE, Plan, Unit, UnitResult
 from du_exporter.scan.pool import READ_AHEAD, ScanPool
 from du_exporter.scan.walker import engine_available, engine_name, scan_unit
 from du_exporter.store.rows import UnitRow
-from helpers import Scanner, du, write
+from helpers import Scanner, big_dir_with_link, du, many_dirs, write
 
 
 def rich_tree(base: Path) -> Path:
@@ -101,13 +101,7 @@ class TestSizesEqualDu:
 
     def test_big_directory(self, scanner: Scanner, tmp_path):
         """A directory of 12,000 entries with hard links into it (inode order)."""
-        root = tmp_path / "t"
-        big = root / "big"
-        big.mkdir(parents=True)
-        for i in range(12_000):
-            (big / f"{i:05d}").touch()
-        write(root / "data" / "f", 40_000)
-        os.link(root / "data" / "f", big / "link")
+        root = big_dir_with_link(tmp_path / "t")
         rows = scanner.scan(analyzed_path=str(root), dir_level=1)
         assert du(root, "-B1", "--max-depth=1") == sizes(rows, "disk")
 
@@ -284,18 +278,6 @@ class TestWorkSplitting:
         assert sum(r.final for r in results) > 1  # more than one unit
         total = sum(UnitRow(*row).disk for r in results for row in r.rows)
         assert du(root, "-sB1")[os.fsencode(root)] == total
-
-
-def many_dirs(root: Path, fan: int) -> Path:
-    """``fan`` x ``fan`` directories of one file each, and hard links
-    between far-apart ones (du counts each where it meets it first)."""
-    for i in range(fan):
-        for j in range(fan):
-            write(root / f"a{i:03d}" / f"b{j:03d}" / "f", 100 * i + j)
-    for i in range(0, fan, 7):
-        os.link(root / f"a{i:03d}" / "b000" / "f",
-                root / f"a{fan - 1 - i:03d}" / f"b{i:03d}" / "link")
-    return root
 
 
 class TestUnits:

@@ -39,7 +39,7 @@ from du_exporter.scan.walker import (
     walks_in_c,
 )
 from du_exporter.store.rows import UnitRow
-from helpers import du, mounted, write
+from helpers import du, many_dirs, mounted, write
 
 
 pytestmark = pytest.mark.skipif(
@@ -155,18 +155,6 @@ def long_chain(base: Path, levels: int) -> Path:
     finally:
         os.close(fd)
     return base
-
-
-def many_dirs(root: Path, fan: int) -> Path:
-    """``fan`` x ``fan`` directories of one file each, and hard links
-    between far-apart ones."""
-    for i in range(fan):
-        for j in range(fan):
-            write(root / f"a{i:03d}" / f"b{j:03d}" / "f", 100 * i + j)
-    for i in range(0, fan, 7):
-        os.link(root / f"a{i:03d}" / "b000" / "f",
-                root / f"a{fan - 1 - i:03d}" / f"b{i:03d}" / "link")
-    return root
 
 
 class TestDeepTree:
